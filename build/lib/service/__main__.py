@@ -1,0 +1,94 @@
+"""Command line: parse arguments, load Settings, run the broker under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+
+import aioboto3
+from pydantic import ValidationError
+
+from service import logs
+from service.app import create_app
+from service.config import Settings, describe_error
+from service.server import BrokerServer, bind_tcp, bind_unix, embedded_emulator, uvicorn_config
+from service.upstream import GameLiftTokenSource
+
+PROG = "gamelift-token-broker"
+log = logging.getLogger("service")
+
+# Any credentials satisfy the emulator; these exist so a machine without AWS ones can sign.
+EMULATOR_SESSION = {
+    "aws_access_key_id": "emulator",
+    "aws_secret_access_key": "emulator",
+    "region_name": "us-west-2",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve Amazon GameLift compute auth tokens to local game servers, cached.",
+        epilog="Settings come from TOKEN_BROKER_* environment variables; see the README.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
+    parser.add_argument("--uds", metavar="PATH", help="also listen on a unix socket (mode 0660)")
+    parser.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run against a local GameLift emulator instead of AWS (no account needed)",
+    )
+    parser.add_argument(
+        "--openapi", action="store_true", help="print the OpenAPI document and exit"
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.exit(f"{PROG}: {describe_error(exc)}")
+    if args.openapi:
+        print(json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True))
+        return
+    logs.configure(settings.log_level)
+
+    with contextlib.ExitStack() as stack:
+        if args.emulator:
+            url = stack.enter_context(embedded_emulator())
+            session = aioboto3.Session(**EMULATOR_SESSION)
+            log.info("using the embedded GameLift emulator", extra={"endpoint": url})
+
+            def upstream():  # type: ignore[no-untyped-def]
+                return GameLiftTokenSource.open(settings, session=session, endpoint_url=url)
+
+        else:
+            if aioboto3.Session().region_name is None:
+                sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
+            upstream = None  # type: ignore[assignment]
+        try:
+            sockets = [bind_tcp(args.host, args.port)]
+            if args.uds:
+                sockets.append(bind_unix(args.uds))
+        except OSError as exc:
+            sys.exit(f"{PROG}: cannot listen: {exc}")
+        app = create_app(settings, upstream=upstream)
+        server = BrokerServer(
+            uvicorn_config(app, settings, host=args.host, port=args.port), app.state.lifecycle
+        )
+        server.run(sockets=sockets)
+        if not server.started:
+            sys.exit(3)  # uvicorn has logged why the lifespan failed; exit as uvicorn.run does
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""create_app: the FastAPI app; its lifespan builds the upstream client and the cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.cache import CachePolicy, Clock, TokenCache
+from service.config import Settings
+from service.guard import RequestGuard
+from service.render import render_token
+from service.routes import install_error_handlers, router
+from service.upstream import GameLiftTokenSource, TokenSource
+
+UpstreamFactory = Callable[[], AbstractAsyncContextManager[TokenSource]]
+
+
+@dataclass
+class Lifecycle:
+    # Set by the server on SIGTERM, before connections drain, so /readyz turns 503 at once.
+    draining: bool = False
+
+
+def cache_policy(settings: Settings) -> CachePolicy:
+    return CachePolicy(
+        refresh_ahead=settings.refresh_ahead_seconds,
+        min_validity=settings.min_validity_seconds,
+        max_entries=settings.cache_max_entries,
+        max_inflight=settings.max_inflight,
+        deadline=settings.upstream_deadline_seconds,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstream: UpstreamFactory | None = None,
+    clock: Clock = time.time,
+) -> FastAPI:
+    """Build the app; nothing touches the network until its lifespan starts.
+
+    `upstream` opens the TokenSource (default: the aioboto3 GameLift client from the standard
+    AWS configuration chain). Tests and the embedded emulator pass their own.
+    """
+    open_upstream = upstream or (lambda: GameLiftTokenSource.open(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            source = await stack.enter_async_context(open_upstream())
+            cache = TokenCache(source, cache_policy(settings), clock=clock, render=render_token)
+            # Registered after the client, so it runs first: background fetches stop before the
+            # client they use is closed.
+            stack.push_async_callback(cache.close)
+            app.state.cache = cache
+            yield
+
+    app = FastAPI(
+        title="gamelift-token-broker",
+        version=__version__,
+        summary="Amazon GameLift compute auth tokens for local game servers, cached.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.guard = RequestGuard(settings)
+    app.state.lifecycle = Lifecycle()
+    app.include_router(router)
+    install_error_handlers(app)
+    _document_400_not_422(app)
+    return app
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; ours answer 400 instead."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,230 @@
+"""TokenCache: a token per (fleet, compute), refreshed ahead of expiry, one upstream call a burst.
+
+It wraps any TokenSource and knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from cachetools import TLRUCache
+
+from service import errors
+from service.upstream import Token, TokenSource
+
+log = logging.getLogger("service.cache")
+
+Key = tuple[str, str]
+Clock = Callable[[], float]
+
+# Back-off for failed background refreshes: never sooner than 1 s, never later than 30 s.
+RETRY_MIN_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
+
+class Outcome(enum.StrEnum):
+    HIT = "hit"  # a fresh cached token
+    STALE = "stale"  # a cached token inside its refresh window
+    MISS = "miss"  # this request started the upstream fetch and waited for it
+    COLLAPSED = "collapsed"  # this request waited on a fetch another request started
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    token: Token
+    # Our clock when the answer arrived. lifetime = token.expires_at - received_at.
+    received_at: float
+    # Start of the refresh window. A request after this gets the token and starts one refresh.
+    refresh_at: float
+    # The minimum-validity point. From here on the token is never served, and the TLRU drops it.
+    serve_until: float
+    # After a failed background refresh, no new one starts before this.
+    retry_at: float = 0.0
+    # Consecutive failed background refreshes; drives the back-off and resets on success.
+    failures: int = 0
+    # Whatever the render hook made of the token (the HTTP layer's pre-rendered bodies), so the
+    # hot path serialises nothing.
+    rendered: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    refresh_ahead: float = 300.0
+    min_validity: float = 30.0
+    max_entries: int = 10_000
+    max_inflight: int = 256
+    deadline: float = 10.0
+
+
+class TokenCache:
+    """Serves tokens from memory; fetches through `source` at most once per key at a time."""
+
+    def __init__(
+        self,
+        source: TokenSource,
+        policy: CachePolicy,
+        *,
+        clock: Clock = time.time,
+        render: Callable[[Token], Any] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._source = source
+        self._policy = policy
+        self._clock = clock
+        self._render = render
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._entries: TLRUCache[Key, CacheEntry] = TLRUCache(
+            maxsize=policy.max_entries, ttu=_serve_until, timer=clock
+        )
+        # One task per key being fetched. Waiters shield it; it removes itself when done, so an
+        # error is shared by the callers of that one attempt but never cached.
+        self._inflight: dict[Key, asyncio.Task[CacheEntry]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def fetch(self, fleet_id: str, compute_name: str) -> Token:
+        """The TokenSource interface, so a cache can stand wherever a source can."""
+        entry, _ = await self.lookup(fleet_id, compute_name)
+        return entry.token
+
+    def peek(self, key: Key) -> CacheEntry | None:
+        """The entry if it may be served as a plain hit right now, without awaiting anything."""
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() < entry.refresh_at:
+            return entry
+        return None
+
+    async def lookup(self, fleet_id: str, compute_name: str) -> tuple[CacheEntry, Outcome]:
+        key = (fleet_id, compute_name)
+        entry = self._entries.get(key)  # the TLRU has already dropped anything past serve_until
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                return entry, Outcome.HIT
+            self._refresh_in_background(key, entry, now)
+            return entry, Outcome.STALE
+        task = self._inflight.get(key)
+        outcome = Outcome.COLLAPSED
+        if task is None:
+            task = self._start_fetch(key)
+            outcome = Outcome.MISS
+        # shield: a caller that disconnects or times out cancels only its own wait, never the
+        # fetch the other callers share.
+        return await asyncio.shield(task), outcome
+
+    def _refresh_in_background(self, key: Key, entry: CacheEntry, now: float) -> None:
+        if key in self._inflight or now < entry.retry_at:
+            return
+        if len(self._inflight) >= self._policy.max_inflight:
+            return  # the still-valid token carries on; a later request will try again
+        self._start_fetch(key)
+
+    def _start_fetch(self, key: Key) -> asyncio.Task[CacheEntry]:
+        if len(self._inflight) >= self._policy.max_inflight:
+            raise errors.TooManyInflight("too many tokens are being fetched at once")
+        task = asyncio.get_running_loop().create_task(self._fetch(key), name=f"fetch {key}")
+        self._inflight[key] = task
+        task.add_done_callback(partial(self._fetch_done, key))
+        return task
+
+    def _fetch_done(self, key: Key, task: asyncio.Task[CacheEntry]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # a background refresh has no waiter; mark its error as seen
+
+    async def _fetch(self, key: Key) -> CacheEntry:
+        started = self._clock()
+        try:
+            # One deadline over the whole fetch: botocore's retries multiply its per-attempt
+            # timeouts, and a waiting game server wants an answer, not a fourth attempt.
+            async with asyncio.timeout(self._policy.deadline):
+                token = await self._source.fetch(*key)
+            received = self._clock()
+            if token.expires_at <= received:
+                # As botocore's RefreshableCredentials does: never accept what is already dead.
+                raise errors.UpstreamBadGateway("GameLift answered with an expired token")
+        except TimeoutError as exc:
+            error: errors.BrokerError = errors.UpstreamTimeout(
+                f"no answer from GameLift within {self._policy.deadline:g} s"
+            )
+            self._note_failure(key, started, error)
+            raise error from exc
+        except errors.BrokerError as exc:
+            self._note_failure(key, started, exc)
+            raise
+        entry = self._new_entry(token, received)
+        self._entries[key] = entry
+        log.info(
+            "upstream fetch ok",
+            extra={
+                "event": "upstream_fetch",
+                "fleet": key[0],
+                "compute": key[1],
+                "outcome": "ok",
+                "duration_ms": round((received - started) * 1000, 1),
+                "expires_in_s": round(token.expires_at - received),
+            },
+        )
+        return entry
+
+    def _new_entry(self, token: Token, received: float) -> CacheEntry:
+        lifetime = token.expires_at - received
+        policy = self._policy
+        return CacheEntry(
+            token=token,
+            received_at=received,
+            # Half the lifetime at most, so a short-lived token is not refreshed on every request.
+            refresh_at=token.expires_at - min(policy.refresh_ahead, lifetime / 2),
+            serve_until=token.expires_at - min(policy.min_validity, lifetime / 10),
+            rendered=self._render(token) if self._render else None,
+        )
+
+    def _note_failure(self, key: Key, started: float, error: errors.BrokerError) -> None:
+        now = self._clock()
+        entry = self._entries.get(key)
+        retry_in = None
+        if entry is not None:
+            # A still-valid token keeps being served; space out the background retries.
+            entry.failures += 1
+            ceiling = min(RETRY_MAX_SECONDS, 2.0**entry.failures)
+            retry_in = max(RETRY_MIN_SECONDS, self._rng.uniform(ceiling / 2, ceiling))
+            entry.retry_at = now + retry_in
+        log.warning(
+            "upstream fetch failed",
+            extra={
+                "event": "upstream_fetch",
+                "fleet": key[0],
+                "compute": key[1],
+                "outcome": "error",
+                "code": error.code,
+                "status": error.status,
+                "duration_ms": round((now - started) * 1000, 1),
+                "serving_cached": entry is not None,
+                "retry_in_s": None if retry_in is None else round(retry_in, 2),
+            },
+        )
+
+    async def close(self) -> None:
+        """Cancel what is still being fetched; by now no request is waiting on it."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _serve_until(_key: Key, entry: CacheEntry, _now: float) -> float:
+    return entry.serve_until

@@ -1,0 +1,104 @@
+"""Who may ask for a token: the checks every token request passes, on every path that serves one.
+
+They work on the raw ASGI scope so that the FastAPI route and the hit path share them exactly.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from service import errors
+from service.config import Settings
+
+log = logging.getLogger("service.guard")
+
+# The names a local caller uses. Anything else in Host smells of DNS rebinding.
+LOOPBACK_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]"})
+GUARD_HEADER = b"x-token-broker-request"
+PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})
+
+
+class SecretFile:
+    """The caller secret, re-read whenever the file changes, so it rotates without a restart."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._secret = b""
+        self.current()  # an unreadable or empty file at start-up is a configuration error
+        if not self._secret:
+            raise ValueError(f"TOKEN_BROKER_AUTH_TOKEN_FILE: {path} is empty")
+
+    def current(self) -> bytes:
+        try:
+            info = os.stat(self._path)
+        except FileNotFoundError:
+            if not self._secret:
+                raise
+            # Rotation by rename leaves a moment with no file; keep the last secret meanwhile.
+            return self._secret
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            secret = self._path.read_bytes().strip()
+            if secret:  # a half-written file is not a new secret
+                self._secret = secret
+                log.info("caller secret loaded", extra={"event": "secret_loaded"})
+            self._stamp = stamp
+        return self._secret
+
+
+class RequestGuard:
+    def __init__(self, settings: Settings) -> None:
+        self._require_header = settings.require_request_header
+        self._hosts = LOOPBACK_HOSTS | {host.lower().encode() for host in settings.allowed_hosts}
+        self._fleets = frozenset(settings.allowed_fleets)
+        self._secret = SecretFile(settings.auth_token_file) if settings.auth_token_file else None
+
+    def check(self, headers: Iterable[tuple[bytes, bytes]], fleet_id: str) -> None:
+        """Raise the error this request gets, or return if it may have a token.
+
+        `headers` are the ASGI scope's: lower-case names, raw values.
+        """
+        host = b""
+        guard = authorization = None
+        for name, value in headers:
+            if name == b"host":
+                host = value
+            elif name == GUARD_HEADER:
+                guard = value
+            elif name == b"authorization":
+                authorization = value
+            elif name in PROXY_HEADERS:
+                # A proxy in front means the caller is not a local process; tokens stay local.
+                raise errors.Forbidden("proxied requests are refused", code="ProxiedRequest")
+        if _host_name(host) not in self._hosts:
+            raise errors.Forbidden("Host is not a local name", code="HostNotAllowed")
+        # Like Metadata-Flavor or X-Vault-Request: a browser or an SSRF-able service can't add it.
+        if self._require_header and (guard is None or guard.lower() != b"true"):
+            raise errors.Forbidden(
+                "send the header X-Token-Broker-Request: true", code="MissingRequestHeader"
+            )
+        if self._secret is not None and not self._secret_matches(authorization):
+            raise errors.Unauthenticated("missing or wrong caller secret")
+        if self._fleets and fleet_id not in self._fleets:
+            raise errors.Forbidden(
+                "fleet is not in TOKEN_BROKER_ALLOWED_FLEETS", code="FleetNotAllowed"
+            )
+
+    def _secret_matches(self, authorization: bytes | None) -> bool:
+        assert self._secret is not None
+        scheme, _, offered = (authorization or b"").partition(b" ")
+        # compare_digest on every path, so timing says nothing about the secret.
+        matches = hmac.compare_digest(offered.strip(), self._secret.current())
+        return matches and scheme.lower() == b"bearer"
+
+
+def _host_name(host: bytes) -> bytes:
+    host = host.lower()
+    if host.startswith(b"["):
+        return host.partition(b"]")[0] + b"]"
+    return host.partition(b":")[0]

@@ -1,0 +1,279 @@
+"""TokenCache rules, in-process, with an injected clock and a fake token source."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from service import errors
+from service.cache import CachePolicy, Outcome, TokenCache
+from tests.helpers import FakeClock, FakeSource, eventually
+
+KEY = ("fleet-1234", "compute-1")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def source(clock: FakeClock) -> FakeSource:
+    return FakeSource(clock)
+
+
+def make_cache(source: FakeSource, clock: FakeClock, **policy: float) -> TokenCache:
+    defaults = {"refresh_ahead": 300.0, "min_validity": 30.0, "deadline": 5.0}
+    return TokenCache(
+        source, CachePolicy(**{**defaults, **policy}), clock=clock, rng=random.Random(7)
+    )
+
+
+async def settle(cache: TokenCache) -> None:
+    await eventually(lambda: cache.inflight == 0, what="background fetches to finish")
+
+
+async def test_miss_then_hit(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    entry, outcome = await cache.lookup(*KEY)
+    assert (outcome, entry.token.auth_token, source.calls) == (Outcome.MISS, "token-1", 1)
+    clock.advance(60)
+    entry, outcome = await cache.lookup(*KEY)
+    assert (outcome, entry.token.auth_token, source.calls) == (Outcome.HIT, "token-1", 1)
+    assert await cache.fetch(*KEY) == entry.token  # the TokenSource face of the same cache
+
+
+async def test_keys_are_separate(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    a = await cache.fetch("fleet-a", "c")
+    b = await cache.fetch("fleet-b", "c")
+    c = await cache.fetch("fleet-a", "task-1/container-2")
+    assert len({a.auth_token, b.auth_token, c.auth_token}) == 3
+    assert source.calls == 3 and len(cache) == 3
+
+
+async def test_concurrent_requests_collapse_into_one_call(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    gate = source.hold()
+    waiters = [asyncio.create_task(cache.lookup(*KEY)) for _ in range(200)]
+    await eventually(lambda: source.calls == 1)
+    gate.set()
+    results = await asyncio.gather(*waiters)
+    assert source.calls == 1
+    outcomes = [outcome for _, outcome in results]
+    assert outcomes.count(Outcome.MISS) == 1
+    assert outcomes.count(Outcome.COLLAPSED) == 199
+    assert {entry.token.auth_token for entry, _ in results} == {"token-1"}
+
+
+async def test_refresh_window_serves_cached_and_refreshes_once(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    clock.advance(3600 - 300 - 1)
+    assert (await cache.lookup(*KEY))[1] is Outcome.HIT
+    clock.advance(2)  # inside the window: 299 s left
+    gate = source.hold()
+    results = [await cache.lookup(*KEY) for _ in range(50)]
+    assert {(entry.token.auth_token, outcome) for entry, outcome in results} == {
+        ("token-1", Outcome.STALE)
+    }
+    await eventually(lambda: source.calls == 2)
+    assert cache.inflight == 1  # one background refresh, however many requests
+    gate.set()
+    await settle(cache)
+    entry, outcome = await cache.lookup(*KEY)
+    assert (entry.token.auth_token, outcome) == ("token-2", Outcome.HIT)
+
+
+async def test_short_lifetime_refreshes_at_half_life(clock: FakeClock) -> None:
+    source = FakeSource(clock, lifetime=100)
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    clock.advance(49)
+    assert (await cache.lookup(*KEY))[1] is Outcome.HIT
+    clock.advance(2)
+    assert (await cache.lookup(*KEY))[1] is Outcome.STALE
+    await settle(cache)
+    assert source.calls == 2
+
+
+async def test_minimum_validity_makes_requests_wait(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    source.error = errors.UpstreamUnavailable("down")  # the window's refresh fails
+    clock.advance(3600 - 31)  # 31 s left: still served, refresh fails in the background
+    entry, outcome = await cache.lookup(*KEY)
+    assert (entry.token.auth_token, outcome) == ("token-1", Outcome.STALE)
+    await settle(cache)
+    source.error = None
+    clock.advance(2)  # 29 s left: below the 30 s minimum, never served
+    entry, outcome = await cache.lookup(*KEY)
+    assert (entry.token.auth_token, outcome) == ("token-3", Outcome.MISS)
+
+
+async def test_minimum_validity_is_a_tenth_of_a_short_lifetime(clock: FakeClock) -> None:
+    source = FakeSource(clock, lifetime=100)
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    source.error = errors.UpstreamUnavailable("down")
+    clock.advance(89)  # 11 s left: min(30, 100/10) = 10, so still served
+    assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"
+    await settle(cache)
+    clock.advance(2)  # 9 s left
+    with pytest.raises(errors.UpstreamUnavailable):
+        await cache.lookup(*KEY)
+
+
+async def test_failed_refresh_serves_valid_token_with_backoff_then_503(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    source.error = errors.UpstreamUnavailable("GameLift is down")
+    clock.advance(3600 - 200)  # in the window, 200 s left
+    assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"
+    await settle(cache)
+    assert source.calls == 2
+    # Until the back-off passes, requests get the cached token and start nothing.
+    for _ in range(20):
+        entry, outcome = await cache.lookup(*KEY)
+        assert (entry.token.auth_token, outcome) == ("token-1", Outcome.STALE)
+    assert source.calls == 2
+    retry_in = entry.retry_at - clock.now
+    assert 1.0 <= retry_in <= 2.0
+    clock.advance(retry_in)
+    await cache.lookup(*KEY)
+    await settle(cache)
+    assert source.calls == 3
+    assert 1.0 <= entry.retry_at - clock.now <= 4.0  # the ceiling doubled
+    # Past the minimum validity, the failure reaches the caller.
+    clock.advance(200 - 29)
+    with pytest.raises(errors.UpstreamUnavailable):
+        await cache.lookup(*KEY)
+
+
+async def test_backoff_is_capped_at_30_seconds(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    source.error = errors.UpstreamThrottled("slow down")
+    clock.advance(3600 - 299)
+    delays = []
+    for _ in range(10):
+        entry, _ = await cache.lookup(*KEY)
+        await settle(cache)
+        delays.append(entry.retry_at - clock.now)
+        clock.advance(entry.retry_at - clock.now)
+    assert all(1.0 <= d <= 30.0 for d in delays), delays
+    assert max(delays) > 15  # it did grow towards the cap
+    assert source.calls == 11
+    assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"  # still served
+
+
+async def test_errors_are_not_cached(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    source.error = errors.UpstreamNotFound("no such compute")
+    for attempt in range(1, 4):
+        with pytest.raises(errors.UpstreamNotFound):
+            await cache.lookup(*KEY)
+        assert source.calls == attempt
+    source.error = None
+    assert (await cache.fetch(*KEY)).auth_token == "token-4"
+
+
+async def test_concurrent_waiters_share_one_failure(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    gate = source.hold()
+    source.error = errors.UpstreamUnauthorized("no")
+    waiters = [asyncio.create_task(cache.lookup(*KEY)) for _ in range(30)]
+    await eventually(lambda: source.calls == 1)
+    gate.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, errors.UpstreamUnauthorized) for r in results)
+    assert source.calls == 1
+
+
+async def test_cancelled_waiter_does_not_cancel_the_shared_fetch(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    gate = source.hold()
+    first = asyncio.create_task(cache.lookup(*KEY))
+    second = asyncio.create_task(cache.lookup(*KEY))
+    await eventually(lambda: source.calls == 1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    gate.set()
+    entry, outcome = await second
+    assert (entry.token.auth_token, outcome) == ("token-1", Outcome.COLLAPSED)
+    assert source.calls == 1
+    assert (await cache.lookup(*KEY))[1] is Outcome.HIT
+
+
+async def test_already_expired_answer_is_refused(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    source.expires_at = clock.now - 1
+    with pytest.raises(errors.UpstreamBadGateway):
+        await cache.lookup(*KEY)
+    source.expires_at = None
+    assert (await cache.lookup(*KEY))[1] is Outcome.MISS
+    assert source.calls == 2
+
+
+async def test_deadline_bounds_the_whole_fetch(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock, deadline=0.2)
+    source.hold()  # never released: the upstream hangs
+    with pytest.raises(errors.UpstreamTimeout):
+        await asyncio.wait_for(cache.lookup(*KEY), timeout=10)
+    assert cache.inflight == 0  # the next request starts afresh
+
+
+async def test_inflight_cap_counts_keys_not_waiters(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock, max_inflight=2)
+    gate = source.hold()
+    held = [asyncio.create_task(cache.lookup("fleet-1", f"c{i}")) for i in range(2)]
+    joiners = [asyncio.create_task(cache.lookup("fleet-1", "c0")) for _ in range(10)]
+    await eventually(lambda: source.calls == 2)
+    with pytest.raises(errors.TooManyInflight) as refused:
+        await cache.lookup("fleet-1", "c9")
+    assert refused.value.status == 503 and refused.value.retry_after
+    gate.set()
+    await asyncio.gather(*held, *joiners)
+    assert source.calls == 2
+
+
+async def test_lru_bound(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock, max_entries=2)
+    await cache.lookup("fleet-1", "a")
+    await cache.lookup("fleet-1", "b")
+    await cache.lookup("fleet-1", "a")  # a is now the most recent
+    await cache.lookup("fleet-1", "c")  # evicts b
+    assert len(cache) == 2
+    assert (await cache.lookup("fleet-1", "a"))[1] is Outcome.HIT
+    assert (await cache.lookup("fleet-1", "b"))[1] is Outcome.MISS
+
+
+async def test_expired_entries_are_never_served(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    clock.advance(3601)
+    assert cache.peek(KEY) is None
+    entry, outcome = await cache.lookup(*KEY)
+    assert (entry.token.auth_token, outcome) == ("token-2", Outcome.MISS)
+
+
+async def test_close_cancels_background_fetches(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    source.hold()
+    clock.advance(3400)
+    await cache.lookup(*KEY)
+    assert cache.inflight == 1
+    await cache.close()
+    assert cache.inflight == 0

@@ -1,0 +1,63 @@
+"""Settings: defaults, environment parsing, and one-line errors that name the setting."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings, describe_error
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.refresh_ahead_seconds == 300
+    assert settings.min_validity_seconds == 30
+    assert settings.upstream_deadline_seconds == 10
+    assert settings.require_request_header is True
+    assert settings.max_inflight == 256
+    assert settings.allowed_hosts == [] and settings.prefetch_keys == []
+
+
+def test_environment_with_prefix_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEN_BROKER_REFRESH_AHEAD_SECONDS", "120")
+    monkeypatch.setenv("TOKEN_BROKER_ALLOWED_FLEETS", "fleet-a, fleet-b")
+    monkeypatch.setenv("TOKEN_BROKER_PREFETCH", "fleet-a/task-1/container-2,fleet-b/host-1")
+    monkeypatch.setenv("TOKEN_BROKER_REQUIRE_REQUEST_HEADER", "false")
+    settings = Settings()
+    assert settings.refresh_ahead_seconds == 120
+    assert settings.allowed_fleets == ["fleet-a", "fleet-b"]
+    assert settings.prefetch_keys == [("fleet-a", "task-1/container-2"), ("fleet-b", "host-1")]
+    assert settings.require_request_header is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOKEN_BROKER_REFRESH_AHEAD_SECONDS", "soon"),
+        ("TOKEN_BROKER_REFRESH_AHEAD_SECONDS", "-1"),
+        ("TOKEN_BROKER_MAX_INFLIGHT", "0"),
+        ("TOKEN_BROKER_UPSTREAM_DEADLINE_SECONDS", "0"),
+        ("TOKEN_BROKER_ALLOWED_FLEETS", "fleet-a,not a fleet"),
+        ("TOKEN_BROKER_PREFETCH", "fleet-a"),
+        ("TOKEN_BROKER_PREFETCH", "fleet-a/a/b/c"),
+        ("TOKEN_BROKER_LOG_LEVEL", "loud"),
+        ("TOKEN_BROKER_REQUIRE_REQUEST_HEADER", "maybe"),
+    ],
+)
+def test_bad_value_names_the_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_error(caught.value)
+    assert name in message
+    assert "\n" not in message
+
+
+def test_windows_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEN_BROKER_MIN_VALIDITY_SECONDS", "600")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_error(caught.value)
+    assert "TOKEN_BROKER_MIN_VALIDITY_SECONDS" in message and "\n" not in message
