@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from service import logs
 from service.app import create_app
 from service.config import Settings, describe_error
-from service.server import BrokerServer, bind_tcp, bind_unix, embedded_emulator, uvicorn_config
+from service.server import (
+    BrokerServer,
+    bind_tcp,
+    bind_unix,
+    describe,
+    embedded_emulator,
+    uvicorn_config,
+)
 from service.upstream import GameLiftTokenSource
 
 PROG = "gamelift-token-broker"
@@ -81,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
                 sockets.append(bind_unix(args.uds))
         except OSError as exc:
             sys.exit(f"{PROG}: cannot listen: {exc}")
+        for sock in sockets:
+            # uvicorn names its address only when it binds itself; with --port 0 it matters.
+            log.info("listening", extra={"event": "listening", "address": describe(sock)})
         app = create_app(settings, upstream=upstream)
         server = BrokerServer(
             uvicorn_config(app, settings, host=args.host, port=args.port), app.state.lifecycle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -17,6 +18,8 @@ from service.guard import RequestGuard
 from service.render import render_token
 from service.routes import install_error_handlers, router
 from service.upstream import GameLiftTokenSource, TokenSource
+
+log = logging.getLogger("service.app")
 
 UpstreamFactory = Callable[[], AbstractAsyncContextManager[TokenSource]]
 
@@ -59,6 +62,7 @@ def create_app(
             # client they use is closed.
             stack.push_async_callback(cache.close)
             app.state.cache = cache
+            log.info("ready", extra={"event": "ready"})
             yield
 
     app = FastAPI(

@@ -58,6 +58,13 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
+def describe(sock: socket.socket) -> str:
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
 def bind_unix(path: str) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -84,7 +91,9 @@ def embedded_emulator(host: str = "127.0.0.1", **emulator_options: Any) -> Itera
     port = sock.getsockname()[1]
     # A thread, not our loop: uvicorn installs signal handlers only in the main thread, so the
     # broker keeps its graceful SIGTERM handling.
-    server = uvicorn.Server(uvicorn.Config(emulator.app, log_config=None, log_level="warning"))
+    # No log_level: uvicorn would set it on its process-wide loggers, the broker's included.
+    config = uvicorn.Config(emulator.app, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

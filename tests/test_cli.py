@@ -1,0 +1,178 @@
+"""The real command line, as a subprocess: emulator mode, bad settings, and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from service.app import Lifecycle
+from service.config import Settings
+from service.server import BrokerServer, uvicorn_config
+
+GUARD = {"X-Token-Broker-Request": "true"}
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def wait_for_line(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
+
+    def start_reading(self) -> None:
+        def read() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.lines.append(line.rstrip("\n"))
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKEN_BROKER_", "AWS_"))}
+    env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def broker_process(*args: str, **env: str) -> Iterator[Process]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(**env),
+    )
+    process = Process(proc)
+    process.start_reading()
+    try:
+        yield process
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def started(process: Process) -> tuple[str, str]:
+    """(broker URL, emulator URL) from the start-up log lines."""
+    url = process.wait_for_line(r'"address": "(http://127\.0\.0\.1:\d+)"').group(1)
+    emulator = process.wait_for_line(r'"endpoint": "(http://127\.0\.0\.1:\d+)"').group(1)
+    process.wait_for_line('"event": "ready"')
+    return url, emulator
+
+
+def test_emulator_mode_serves_a_token_like_the_readme_says() -> None:
+    with broker_process("--emulator", "--port", "0") as process:
+        url, _ = started(process)
+        response = httpx.get(f"{url}/fleets/fleet-1234/computes/my-host/token", headers=GUARD)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["FleetId"] == "fleet-1234" and body["AuthToken"]
+        for line in process.lines:  # every line is JSON, and none holds the token
+            assert body["AuthToken"] not in line
+            json.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOKEN_BROKER_REFRESH_AHEAD_SECONDS", "soon"),
+        ("TOKEN_BROKER_MAX_INFLIGHT", "-3"),
+        ("TOKEN_BROKER_PREFETCH", "not-a-key"),
+    ],
+)
+def test_bad_setting_stops_start_up_with_one_line(name: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--emulator", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=clean_env(**{name: value}),
+        timeout=30,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+
+
+def test_missing_region_stops_start_up_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0
+    assert "AWS_REGION" in result.stderr
+
+
+def test_stop_signal_marks_the_app_draining() -> None:
+    settings = Settings()
+    lifecycle = Lifecycle()
+    server = BrokerServer(uvicorn_config(object(), settings), lifecycle)
+    server.handle_exit(signal.SIGTERM, None)
+    assert lifecycle.draining and server.should_exit
+
+
+async def test_sigterm_lets_in_flight_requests_finish() -> None:
+    with broker_process(
+        "--emulator", "--port", "0", TOKEN_BROKER_SHUTDOWN_GRACE_SECONDS="10"
+    ) as process:
+        url, emulator = started(process)
+        async with httpx.AsyncClient(timeout=30) as client:
+            await client.post(f"{emulator}/_emulator/config", json={"latency": 1.5})
+            requests = [
+                asyncio.create_task(
+                    client.get(f"{url}/fleets/fleet-1/computes/c{i % 3}/token", headers=GUARD)
+                )
+                for i in range(30)
+            ]
+
+            async def fetching() -> bool:
+                state = (await client.get(f"{emulator}/_emulator/state")).json()
+                return state["calls"] == 3
+
+            deadline = time.monotonic() + 20
+            while not await fetching():
+                assert time.monotonic() < deadline, "the fetches never started"
+                await asyncio.sleep(0.02)
+            signalled = time.monotonic()
+            process.proc.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*requests)
+        assert [r.status_code for r in responses] == [200] * 30
+        code = await asyncio.to_thread(process.proc.wait, 20)
+        assert time.monotonic() - signalled < 12
+        # uvicorn re-raises SIGTERM after a graceful shutdown, so death by it is clean too.
+        assert code in (0, -signal.SIGTERM), "\n".join(process.lines)
+        assert not any('"level": "error"' in line for line in process.lines), process.lines
