@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             session = aioboto3.Session(**EMULATOR_SESSION)
             log.info("using the embedded GameLift emulator", extra={"endpoint": url})
 
-            def upstream():  # type: ignore[no-untyped-def]
-                return GameLiftTokenSource.open(settings, session=session, endpoint_url=url)
+            def upstream(hooks):  # type: ignore[no-untyped-def]
+                return GameLiftTokenSource.open(
+                    settings, session=session, endpoint_url=url, event_hooks=hooks
+                )
 
         else:
             if aioboto3.Session().region_name is None:

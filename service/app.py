@@ -1,7 +1,9 @@
-"""create_app: the FastAPI app; its lifespan builds the upstream client and the cache."""
+"""create_app: the FastAPI app; its lifespan builds the upstream client, the cache and prefetch."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,13 +17,17 @@ from service import __version__
 from service.cache import CachePolicy, Clock, TokenCache
 from service.config import Settings
 from service.guard import RequestGuard
+from service.metrics import Metrics
+from service.observe import RequestRecorder
+from service.prefetch import Prefetcher
 from service.render import render_token
 from service.routes import install_error_handlers, router
-from service.upstream import GameLiftTokenSource, TokenSource
+from service.upstream import EventHook, GameLiftTokenSource, TokenSource
 
 log = logging.getLogger("service.app")
 
-UpstreamFactory = Callable[[], AbstractAsyncContextManager[TokenSource]]
+# Opens the TokenSource; given the botocore event hooks that count upstream calls.
+UpstreamFactory = Callable[[list[EventHook]], AbstractAsyncContextManager[TokenSource]]
 
 
 @dataclass
@@ -51,18 +57,33 @@ def create_app(
     `upstream` opens the TokenSource (default: the aioboto3 GameLift client from the standard
     AWS configuration chain). Tests and the embedded emulator pass their own.
     """
-    open_upstream = upstream or (lambda: GameLiftTokenSource.open(settings))
+    open_upstream = upstream or (
+        lambda hooks: GameLiftTokenSource.open(settings, event_hooks=hooks)
+    )
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            source = await stack.enter_async_context(open_upstream())
+            source = await stack.enter_async_context(open_upstream(metrics.botocore_hooks()))
             cache = TokenCache(source, cache_policy(settings), clock=clock, render=render_token)
             # Registered after the client, so it runs first: background fetches stop before the
             # client they use is closed.
             stack.push_async_callback(cache.close)
+            prefetcher = Prefetcher(cache, settings.prefetch_keys, clock=clock)
+            metrics.watch(
+                entries=lambda: len(cache),
+                inflight=lambda: cache.inflight,
+                remaining=prefetcher.seconds_remaining,
+            )
             app.state.cache = cache
-            log.info("ready", extra={"event": "ready"})
+            app.state.prefetcher = prefetcher
+            renewing = asyncio.create_task(prefetcher.run(), name="prefetch")
+            stack.push_async_callback(_cancel, renewing)
+            log.info(
+                "ready",
+                extra={"event": "ready", "prefetch": len(settings.prefetch_keys)},
+            )
             yield
 
     app = FastAPI(
@@ -72,12 +93,20 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.guard = RequestGuard(settings)
     app.state.lifecycle = Lifecycle()
+    app.state.guard = RequestGuard(settings)
+    app.state.metrics = metrics
+    app.state.recorder = RequestRecorder(metrics, access_log=settings.access_log)
     app.include_router(router)
     install_error_handlers(app)
     _document_400_not_422(app)
     return app
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _document_400_not_422(app: FastAPI) -> None:

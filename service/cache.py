@@ -100,6 +100,15 @@ class TokenCache:
         entry, _ = await self.lookup(fleet_id, compute_name)
         return entry.token
 
+    def entry(self, key: Key) -> CacheEntry | None:
+        """The entry if its token may still be served (it is before its minimum validity)."""
+        return self._entries.get(key)
+
+    async def refresh(self, key: Key) -> CacheEntry:
+        """Fetch a new token for `key` now, or join the fetch already under way."""
+        task = self._inflight.get(key) or self._start_fetch(key)
+        return await asyncio.shield(task)
+
     def peek(self, key: Key) -> CacheEntry | None:
         """The entry if it may be served as a plain hit right now, without awaiting anything."""
         entry = self._entries.get(key)
@@ -200,8 +209,7 @@ class TokenCache:
         if entry is not None:
             # A still-valid token keeps being served; space out the background retries.
             entry.failures += 1
-            ceiling = min(RETRY_MAX_SECONDS, 2.0**entry.failures)
-            retry_in = max(RETRY_MIN_SECONDS, self._rng.uniform(ceiling / 2, ceiling))
+            retry_in = backoff_delay(entry.failures, self._rng)
             entry.retry_at = now + retry_in
         log.warning(
             "upstream fetch failed",
@@ -224,6 +232,12 @@ class TokenCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def backoff_delay(failures: int, rng: random.Random) -> float:
+    """Jittered exponential back-off: 1-2 s after the first failure, doubling, capped at 30 s."""
+    ceiling = min(RETRY_MAX_SECONDS, 2.0**failures)
+    return max(RETRY_MIN_SECONDS, rng.uniform(ceiling / 2, ceiling))
 
 
 def _serve_until(_key: Key, entry: CacheEntry, _now: float) -> float:

@@ -44,6 +44,14 @@ class NotFound(BrokerError):
     status, code = 404, "NotFound"
 
 
+class URITooLong(BrokerError):
+    status, code = 414, "URITooLong"
+
+
+class HeadersTooLarge(BrokerError):
+    status, code = 431, "HeadersTooLarge"
+
+
 class TooManyInflight(BrokerError):
     status, code, retry_after = 503, "TooManyInflightFetches", 1
 

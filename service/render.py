@@ -9,11 +9,18 @@ import orjson
 
 from service.upstream import Token
 
+Headers = list[tuple[bytes, bytes]]
+NO_STORE = "no-store"
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+
 
 @dataclass(frozen=True, slots=True)
 class RenderedToken:
     json: bytes  # the API's own shape, as GetComputeAuthToken answers it
     text: bytes  # the bare token, for TOKEN=$(curl ...) in launch scripts
+    json_headers: Headers
+    text_headers: Headers
 
 
 def expiration_iso(expires_at: float) -> str:
@@ -33,5 +40,21 @@ def token_body(token: Token) -> dict[str, str]:
     }
 
 
+def response_headers(body: bytes, content_type: str) -> Headers:
+    # The order and spelling Starlette's Response gives, so both paths answer byte for byte alike.
+    return [
+        (b"cache-control", NO_STORE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", content_type.encode()),
+    ]
+
+
 def render_token(token: Token) -> RenderedToken:
-    return RenderedToken(json=orjson.dumps(token_body(token)), text=token.auth_token.encode())
+    json = orjson.dumps(token_body(token))
+    text = token.auth_token.encode()
+    return RenderedToken(
+        json=json,
+        text=text,
+        json_headers=response_headers(json, JSON_TYPE),
+        text_headers=response_headers(text, TEXT_TYPE),
+    )

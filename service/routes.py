@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
 from service.config import is_valid_compute_name, is_valid_fleet_id
-from service.render import RenderedToken, render_token
+from service.render import NO_STORE, RenderedToken
 
 log = logging.getLogger("service.routes")
 
 TOKEN_PATH = "/fleets/{fleet_id}/computes/{compute_name:path}/token"  # noqa: S105 - a route, not a password
-NO_STORE = "no-store"
+STARTED = "token_broker.started"  # set by the front layer when the request arrived
 
 
 class TokenResponse(BaseModel):
@@ -75,7 +77,8 @@ router = APIRouter()
 )
 async def get_token(request: Request, fleet_id: str, compute_name: str) -> Response:
     # Who may ask comes before what is asked: a refused caller learns nothing about the path.
-    request.app.state.guard.check(request.scope["headers"], fleet_id)
+    state = request.app.state
+    state.guard.check(request.scope["headers"], fleet_id)
     # The path converter takes any compute name so that one with a slash reaches us at all
     # (uvicorn decodes %2F before routing); the API's own patterns are enforced here instead.
     if not is_valid_fleet_id(fleet_id):
@@ -84,17 +87,30 @@ async def get_token(request: Request, fleet_id: str, compute_name: str) -> Respo
         raise errors.BadRequest(
             "compute_name must match ^[a-zA-Z0-9-]+(/[a-zA-Z0-9-]+)?$ (1024 max)"
         )
-    entry, _outcome = await request.app.state.cache.lookup(fleet_id, compute_name)
-    rendered: RenderedToken = entry.rendered or render_token(entry.token)
+    entry, outcome = await state.cache.lookup(fleet_id, compute_name)
+    state.recorder.served(fleet_id, compute_name, outcome, started_at(request))
+    rendered: RenderedToken = entry.rendered
     if wants_text(request.headers.get("accept", "")):
-        return Response(rendered.text, media_type="text/plain", headers={"Cache-Control": NO_STORE})
-    return Response(
-        rendered.json, media_type="application/json", headers={"Cache-Control": NO_STORE}
-    )
+        return PreRendered(rendered.text, rendered.text_headers)
+    return PreRendered(rendered.json, rendered.json_headers)
+
+
+class PreRendered(Response):
+    """A 200 whose body and headers were rendered when the token was cached."""
+
+    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        self.raw_headers = list(headers)
 
 
 def wants_text(accept: str) -> bool:
     return "text/plain" in accept and "application/json" not in accept
+
+
+def started_at(request: Request) -> float:
+    return request.scope.get(STARTED) or time.perf_counter()
 
 
 @router.get("/healthz", response_model=Status, summary="Liveness; never calls GameLift")
@@ -105,13 +121,26 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     response_model=Status,
-    responses={503: {"model": Status, "description": "Shutting down"}},
-    summary="Readiness: 200 while serving, 503 while shutting down",
+    responses={503: {"model": Status, "description": "Shutting down, or a prefetch not held"}},
+    summary="Readiness: 200 while serving with every prefetched key held, else 503",
 )
 async def readyz(request: Request) -> Response:
-    if request.app.state.lifecycle.draining:
+    state = request.app.state
+    if state.lifecycle.draining:
         return JSONResponse({"status": "shutting down"}, status_code=503)
+    if not state.prefetcher.ready():
+        return JSONResponse({"status": "waiting for prefetched tokens"}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics, text format; never calls GameLift",
+)
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def error_response(
@@ -126,8 +155,13 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves as {"error": {"code", "message"}}."""
 
-    async def broker_error(_request: Request, exc: Exception) -> Response:
+    async def broker_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.BrokerError)
+        params = request.path_params
+        if "fleet_id" in params:  # a token request: count it, and log the refusal
+            request.app.state.recorder.refused(
+                params["fleet_id"], params.get("compute_name", ""), exc, started_at(request)
+            )
         return error_response(exc.status, exc.code, exc.message, exc.headers())
 
     async def validation_error(_request: Request, _exc: Exception) -> Response:

@@ -16,6 +16,7 @@ import uvicorn
 
 from service.app import Lifecycle
 from service.config import Settings
+from service.front import Front
 
 
 class BrokerServer(uvicorn.Server):
@@ -32,7 +33,10 @@ class BrokerServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any, settings: Settings, *, serve_hits: bool = True, **overrides: Any
+) -> uvicorn.Config:
+    """uvicorn's settings for the broker, with the hit path in front of the FastAPI app."""
     options: dict[str, Any] = {
         "lifespan": "on",
         "loop": "uvloop",
@@ -46,7 +50,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "server_header": False,
     }
     options.update(overrides)
-    return uvicorn.Config(app, **options)
+    return uvicorn.Config(Front(app, serve_hits=serve_hits), **options)
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:

@@ -97,8 +97,16 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**{**defaults, **overrides})
 
 
+@pytest.fixture(params=[True, False], ids=["hit-path", "framework-only"])
+def serve_hits(request: pytest.FixtureRequest) -> bool:
+    """Every broker test runs twice: with the raw hit path in front, and without it."""
+    return bool(request.param)
+
+
 @pytest.fixture
-async def start_broker(emulator: Emulator, clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
+async def start_broker(
+    emulator: Emulator, clock: FakeClock, serve_hits: bool
+) -> AsyncIterator[Callable[..., Any]]:
     """`async with start_broker(**settings) as broker`: the real aioboto3 client to the emulator."""
 
     @asynccontextmanager
@@ -108,12 +116,13 @@ async def start_broker(emulator: Emulator, clock: FakeClock) -> AsyncIterator[Ca
         target = endpoint_url or emulator.url  # type: ignore[attr-defined]
         app = create_app(
             settings,
-            upstream=lambda: GameLiftTokenSource.open(
-                settings, session=session, endpoint_url=target
+            upstream=lambda hooks: GameLiftTokenSource.open(
+                settings, session=session, endpoint_url=target, event_hooks=hooks
             ),
             clock=clock,
         )
-        server = BrokerServer(uvicorn_config(app, settings), app.state.lifecycle)
+        config = uvicorn_config(app, settings, serve_hits=serve_hits)
+        server = BrokerServer(config, app.state.lifecycle)
         async with run_server(server) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 yield Broker(url=url, app=app, server=server, client=client)

@@ -1,0 +1,72 @@
+"""Prefetch: keeps the configured keys cached at all times, with no request needed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+
+from service.cache import Clock, Key, TokenCache, backoff_delay
+from service.errors import BrokerError
+
+log = logging.getLogger("service.prefetch")
+
+# Sleep at most this long between looks, so a wall-clock jump cannot strand a key.
+MAX_NAP_SECONDS = 60.0
+
+
+class Prefetcher:
+    def __init__(
+        self,
+        cache: TokenCache,
+        keys: list[Key],
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._cache = cache
+        self._keys = list(dict.fromkeys(keys))
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+
+    def ready(self) -> bool:
+        """True while every prefetched key holds a token that may be served."""
+        return all(self._cache.entry(key) is not None for key in self._keys)
+
+    def seconds_remaining(self) -> float:
+        """Lowest remaining validity over the prefetched keys; NaN when there are none."""
+        if not self._keys:
+            return math.nan
+        now = self._clock()
+        remaining = []
+        for key in self._keys:
+            entry = self._cache.entry(key)
+            remaining.append(0.0 if entry is None else max(0.0, entry.token.expires_at - now))
+        return min(remaining)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for key in self._keys:
+                group.create_task(self._keep(key), name=f"prefetch {key}")
+
+    async def _keep(self, key: Key) -> None:
+        failures = 0
+        while True:
+            entry = self._cache.entry(key)
+            if entry is None or self._clock() >= entry.refresh_at:
+                try:
+                    entry = await self._cache.refresh(key)
+                    failures = 0
+                except Exception as exc:
+                    # The cache logs upstream failures; anything else is a bug, and still must
+                    # not end the renewal of this key.
+                    if not isinstance(exc, BrokerError):
+                        log.error(
+                            "prefetch failed",
+                            extra={"event": "prefetch", "error": type(exc).__name__},
+                        )
+                    failures += 1
+                    await asyncio.sleep(backoff_delay(failures, self._rng))
+                    continue
+            await asyncio.sleep(min(max(entry.refresh_at - self._clock(), 0.05), MAX_NAP_SECONDS))
