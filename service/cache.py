@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -87,6 +88,10 @@ class TokenCache:
         # One task per key being fetched. Waiters shield it; it removes itself when done, so an
         # error is shared by the callers of that one attempt but never cached.
         self._inflight: dict[Key, asyncio.Task[CacheEntry]] = {}
+        # Throttling is per account, not per key: once GameLift throttles one fetch, no new
+        # fetch for any key starts before this, so a thousand keys do not all hammer it.
+        self._throttled_until = 0.0
+        self._throttle_failures = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -135,7 +140,7 @@ class TokenCache:
         return await asyncio.shield(task), outcome
 
     def _refresh_in_background(self, key: Key, entry: CacheEntry, now: float) -> None:
-        if key in self._inflight or now < entry.retry_at:
+        if key in self._inflight or now < max(entry.retry_at, self._throttled_until):
             return
         if len(self._inflight) >= self._policy.max_inflight:
             return  # the still-valid token carries on; a later request will try again
@@ -144,6 +149,12 @@ class TokenCache:
     def _start_fetch(self, key: Key) -> asyncio.Task[CacheEntry]:
         if len(self._inflight) >= self._policy.max_inflight:
             raise errors.TooManyInflight("too many tokens are being fetched at once")
+        backing_off = self._throttled_until - self._clock()
+        if backing_off > 0:
+            # Fail fast rather than queue: the caller's Retry-After says when to come back.
+            error = errors.UpstreamThrottled("GameLift is throttling; backing off")
+            error.retry_after = math.ceil(backing_off)
+            raise error
         task = asyncio.get_running_loop().create_task(self._fetch(key), name=f"fetch {key}")
         self._inflight[key] = task
         task.add_done_callback(partial(self._fetch_done, key))
@@ -175,6 +186,7 @@ class TokenCache:
         except errors.BrokerError as exc:
             self._note_failure(key, started, exc)
             raise
+        self._throttle_failures = 0
         entry = self._new_entry(token, received)
         self._entries[key] = entry
         log.info(
@@ -204,6 +216,11 @@ class TokenCache:
 
     def _note_failure(self, key: Key, started: float, error: errors.BrokerError) -> None:
         now = self._clock()
+        if isinstance(error, errors.UpstreamThrottled):
+            self._throttle_failures += 1
+            backing_off = backoff_delay(self._throttle_failures, self._rng)
+            self._throttled_until = now + backing_off
+            error.retry_after = math.ceil(backing_off)  # what its waiters are told, truthfully
         entry = self._entries.get(key)
         retry_in = None
         if entry is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 import time
 import uuid
@@ -15,12 +16,16 @@ AMZ_JSON = "application/x-amz-json-1.1"
 TARGET = "GameLift.GetComputeAuthToken"
 ACCOUNT = "123456789012"
 
+# The patterns of FleetIdOrArn and ComputeNameOrArn in botocore's GameLift model. botocore
+# checks only types and lengths client-side, so the service is what rejects a bad pattern.
 _FLEET_RE = re.compile(
-    r"^[a-z]*fleet-[a-zA-Z0-9\-]+$|^arn:.*:[a-z]*fleet\/[a-z]*fleet-[a-zA-Z0-9\-]+$"
+    r"^[a-z]*fleet-[a-zA-Z0-9\-]+$|^arn:.*:[a-z]*fleet\/(?P<id>[a-z]*fleet-[a-zA-Z0-9\-]+)$"
 )
-_COMPUTE_RE = re.compile(r"^[a-zA-Z0-9\-]+(\/[a-zA-Z0-9\-]+)?$|^arn:.*:compute\/[a-zA-Z0-9\-]+$")
+_COMPUTE_RE = re.compile(
+    r"^[a-zA-Z0-9\-]+(\/[a-zA-Z0-9\-]+)?$|^arn:.*:compute\/(?P<id>[a-zA-Z0-9\-]+(\/[a-zA-Z0-9\-]+)?)$"
+)
 
-# fault kind -> (HTTP status, AWS error type); the body-level faults are handled apart.
+# fault kind -> (HTTP status, AWS error type); the faults that shape the body are handled apart.
 _ERROR_FAULTS = {
     "internal": (500, "InternalServiceException"),
     "throttle": (400, "ThrottlingException"),
@@ -30,6 +35,7 @@ _ERROR_FAULTS = {
     "unsupported_region": (400, "UnsupportedRegionException"),
 }
 FAULTS = frozenset(_ERROR_FAULTS) | {"hang", "garbage", "garbage_json", "expired"}
+_SETTINGS = frozenset({"fault", "count", "latency", "token_lifetime", "reset_calls"})
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -55,6 +61,8 @@ class Emulator:
         self.issued_tokens: list[str] = []
         self._fault: str | None = None
         self._fault_remaining: int | None = None
+        # Created lazily: an asyncio.Event binds to the loop that first waits on it, and the
+        # emulator is often built before the loop that serves it exists.
         self._released: asyncio.Event | None = None
         self._call_seen: asyncio.Event | None = None
 
@@ -62,20 +70,29 @@ class Emulator:
     def fault(self) -> str | None:
         return self._fault
 
+    @property
+    def app(self) -> Emulator:
+        return self
+
     def set_fault(self, kind: str | None, count: int | None = None) -> None:
-        """Fault every call (count None) or the next `count` calls; None clears."""
-        if kind is not None and kind not in FAULTS:
+        """Fault every call (count None) or only the next `count` calls; kind None clears."""
+        if kind is not None and (not isinstance(kind, str) or kind not in FAULTS):
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULTS)}")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+            raise ValueError("count must be an integer or null")
         if count is not None and count < 1:
             raise ValueError("count must be at least 1")
         self._fault, self._fault_remaining = kind, (count if kind else None)
 
     def release_hangs(self) -> None:
+        """Wake every hanging request; each then answers 500 InternalServiceException."""
         if self._released is not None:
             self._released.set()
-            self._released = None
+            self._released = None  # requests that hang from now on wait on a fresh event
 
     async def wait_for_calls(self, n: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Return once `calls >= n`; raise TimeoutError after `timeout` seconds."""
+        # The timeout argument is part of the API the tests share, hence the noqa.
         async with asyncio.timeout(timeout):
             while self.calls < n:
                 self._call_seen = self._call_seen or asyncio.Event()
@@ -91,14 +108,17 @@ class Emulator:
         }
 
     def configure(self, changes: dict[str, Any]) -> None:
-        unknown = set(changes) - {"fault", "count", "latency", "token_lifetime", "reset_calls"}
-        if unknown:
+        """Apply a control-plane change; everything is checked before anything changes."""
+        if unknown := set(changes) - _SETTINGS:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         for name in ("latency", "token_lifetime"):
-            if name in changes:
-                value = changes[name]
-                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"{name} must be a non-negative number")
+            value = changes.get(name, 0.0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite, non-negative number")
+        if not isinstance(changes.get("reset_calls", False), bool):
+            raise ValueError("reset_calls must be a boolean")
         if "fault" in changes or "count" in changes:
             self.set_fault(changes.get("fault", self._fault), changes.get("count"))
         if "latency" in changes:
@@ -109,10 +129,6 @@ class Emulator:
             self.calls = 0
             self.call_log.clear()
 
-    @property
-    def app(self) -> Emulator:
-        return self
-
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -121,7 +137,9 @@ class Emulator:
             return
         body = await _read_body(receive)
         path, method = scope["path"], scope["method"]
-        if path == "/_emulator/healthz":
+        if path == "/" and method == "POST":
+            await self._api(dict(scope["headers"]), body, receive, send)
+        elif path == "/_emulator/healthz":
             await _answer(send, 200, {"status": "ok"}, "application/json")
         elif path == "/_emulator/state" and method == "GET":
             await _answer(send, 200, self.state(), "application/json")
@@ -131,12 +149,10 @@ class Emulator:
                 if not isinstance(changes, dict):
                     raise ValueError("expected a JSON object")
                 self.configure(changes)
-            except ValueError as exc:
+            except ValueError as exc:  # JSONDecodeError is a ValueError too
                 await _answer(send, 400, {"error": str(exc)}, "application/json")
                 return
             await _answer(send, 200, self.state(), "application/json")
-        elif path == "/" and method == "POST":
-            await self._api(dict(scope["headers"]), body, send)
         else:
             await _answer(send, 404, {"error": "not found"}, "application/json")
 
@@ -146,39 +162,48 @@ class Emulator:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.release_hangs()  # let hanging requests end so the server can stop
+                # uvicorn sends this only after in-flight requests end (or its graceful timeout
+                # cancels them), so hangs end by disconnect or release_hangs. Dropping the
+                # loop-bound events lets the same emulator be served again on another loop.
+                self.release_hangs()
+                self._call_seen = None
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _api(self, headers: dict[bytes, bytes], body: bytes, send: Send) -> None:
+    async def _api(
+        self, headers: dict[bytes, bytes], body: bytes, receive: Receive, send: Send
+    ) -> None:
+        # botocore always signs, so a missing header means a client that is not botocore.
         if not headers.get(b"authorization"):
-            await _error(
-                send, 400, "MissingAuthenticationTokenException", "Missing Authentication Token"
-            )
+            message = "Missing Authentication Token"
+            await _error(send, 400, "MissingAuthenticationTokenException", message)
             return
-        if headers.get(b"x-amz-target", b"").decode() != TARGET:
+        if headers.get(b"x-amz-target", b"").decode("latin-1") != TARGET:
             await _error(send, 400, "UnknownOperationException", "Unknown operation")
             return
         try:
             request = json.loads(body)
-            fleet, compute = request["FleetId"], request["ComputeName"]
-            if not isinstance(fleet, str) or not isinstance(compute, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            await _error(send, 400, "SerializationException", "Expected FleetId and ComputeName")
+        except ValueError:
+            request = None
+        fleet, compute = _field(request, "FleetId"), _field(request, "ComputeName")
+        if fleet is None or compute is None:
+            message = "Expected a JSON object with string FleetId and ComputeName"
+            await _error(send, 400, "SerializationException", message)
             return
         self.calls += 1
         self.call_log.append((fleet, compute))
         if self._call_seen is not None:
             self._call_seen.set()
             self._call_seen = None
+        # Taken on arrival, so "the next N calls" means the next N to arrive, whatever latency.
+        fault = self._take_fault()
         if self.latency:
             await asyncio.sleep(self.latency)
-        fault = self._take_fault()
+        fleet_match = _valid(_FLEET_RE, fleet, 512)
+        compute_match = _valid(_COMPUTE_RE, compute, 1024)
         if fault == "hang":
-            self._released = self._released or asyncio.Event()
-            await self._released.wait()
-            await _error(send, 500, "InternalServiceException", "Released from a hang")
+            if await self._hang(receive):
+                await _error(send, 500, "InternalServiceException", "Released from a hang")
         elif fault in _ERROR_FAULTS:
             status, kind = _ERROR_FAULTS[fault]
             message = "Rate exceeded" if fault == "throttle" else f"Injected fault: {fault}"
@@ -187,15 +212,28 @@ class Emulator:
             await _raw(send, 200, b"<html>oops</html>", "text/html")
         elif fault == "garbage_json":
             await _answer(send, 200, {"Unexpected": True}, AMZ_JSON)
-        elif not (0 < len(fleet) <= 512 and _FLEET_RE.match(fleet)) or not (
-            0 < len(compute) <= 1024 and _COMPUTE_RE.match(compute)
-        ):
-            await _error(send, 400, "InvalidRequestException", "Invalid FleetId or ComputeName")
+        elif fleet_match is None or compute_match is None:
+            message = "FleetId or ComputeName does not match the expected pattern"
+            await _error(send, 400, "InvalidRequestException", message)
         else:
-            expires = (
-                self.clock() - 60 if fault == "expired" else self.clock() + self.token_lifetime
-            )
-            await _answer(send, 200, self._token(fleet, compute, expires), AMZ_JSON)
+            now = self.clock()
+            expires = now - 60 if fault == "expired" else now + self.token_lifetime
+            fleet_id = fleet_match.group("id") or fleet
+            compute_name = compute_match.group("id") or compute
+            await _answer(send, 200, self._token(fleet_id, compute_name, expires), AMZ_JSON)
+
+    async def _hang(self, receive: Receive) -> bool:
+        """Wait for release_hangs (True) or for the client to go away (False)."""
+        self._released = self._released or asyncio.Event()
+        released = asyncio.ensure_future(self._released.wait())
+        # Without this, a client that gave up would leave the request to block server shutdown.
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            done, _ = await asyncio.wait({released, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            gone.cancel()
+        return released in done
 
     def _take_fault(self) -> str | None:
         fault = self._fault
@@ -205,11 +243,9 @@ class Emulator:
                 self._fault = self._fault_remaining = None
         return fault
 
-    def _token(self, fleet: str, compute: str, expires: float) -> dict[str, Any]:
+    def _token(self, fleet_id: str, compute_name: str, expires: float) -> dict[str, Any]:
         token = str(uuid.uuid4())
         self.issued_tokens.append(token)
-        fleet_id = fleet.rsplit("/", 1)[-1]
-        compute_name = compute.rsplit("/", 1)[-1] if compute.startswith("arn:") else compute
         arn = f"arn:aws:gamelift:{self.region}:{ACCOUNT}"
         return {
             "FleetId": fleet_id,
@@ -221,6 +257,15 @@ class Emulator:
         }
 
 
+def _field(request: Any, name: str) -> str | None:
+    value = request.get(name) if isinstance(request, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _valid(pattern: re.Pattern[str], value: str, max_length: int) -> re.Match[str] | None:
+    return pattern.match(value) if 0 < len(value) <= max_length else None
+
+
 async def _read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
@@ -228,6 +273,11 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _raw(send: Send, status: int, body: bytes, content_type: str) -> None:
@@ -249,7 +299,7 @@ async def _error(send: Send, status: int, kind: str, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
+    import uvicorn  # the tests and the embedded emulator import this module without running it
 
     parser = argparse.ArgumentParser(
         prog="python -m service.emulator", description="Run the local GameLift emulator."

@@ -161,7 +161,7 @@ async def test_failed_refresh_serves_valid_token_with_backoff_then_503(
 async def test_backoff_is_capped_at_30_seconds(source: FakeSource, clock: FakeClock) -> None:
     cache = make_cache(source, clock)
     await cache.lookup(*KEY)
-    source.error = errors.UpstreamThrottled("slow down")
+    source.error = errors.UpstreamUnavailable("down")
     clock.advance(3600 - 299)
     delays = []
     for _ in range(10):
@@ -277,3 +277,43 @@ async def test_close_cancels_background_fetches(source: FakeSource, clock: FakeC
     assert cache.inflight == 1
     await cache.close()
     assert cache.inflight == 0
+
+
+async def test_throttling_backs_off_every_key(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup("fleet-1", "held")
+    clock.advance(3600 - 200)  # "held" is now inside its refresh window
+    source.error = errors.UpstreamThrottled("Rate exceeded")
+    with pytest.raises(errors.UpstreamThrottled):
+        await cache.lookup("fleet-1", "a")
+    assert source.calls == 2
+    # Other keys fail fast, with no upstream call, and are told when to come back.
+    for name in ("b", "c", "d"):
+        with pytest.raises(errors.UpstreamThrottled) as caught:
+            await cache.lookup("fleet-1", name)
+        assert 1 <= caught.value.retry_after <= 2
+    # A cached token inside its refresh window is served, and its refresh waits too.
+    entry, outcome = await cache.lookup("fleet-1", "held")
+    assert (entry.token.auth_token, outcome) == ("token-1", Outcome.STALE)
+    assert cache.inflight == 0 and source.calls == 2
+    # After the back-off, fetches resume; a success resets it.
+    clock.advance(2.01)
+    source.error = None
+    assert (await cache.lookup("fleet-1", "b"))[1] is Outcome.MISS
+    assert (await cache.lookup("fleet-1", "c"))[1] is Outcome.MISS
+    assert source.calls == 4
+
+
+async def test_repeated_throttling_grows_the_back_off(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    source.error = errors.UpstreamThrottled("Rate exceeded")
+    waits = []
+    for attempt in range(8):
+        with pytest.raises(errors.UpstreamThrottled):
+            await cache.lookup("fleet-1", f"k{attempt}")
+        with pytest.raises(errors.UpstreamThrottled) as caught:
+            await cache.lookup("fleet-1", "other")
+        waits.append(caught.value.retry_after)
+        clock.advance(caught.value.retry_after)
+    assert source.calls == 8  # one call per back-off period, not one per request
+    assert waits[0] <= 2 and max(waits) >= 16 and max(waits) <= 30

@@ -123,7 +123,7 @@ async def test_unknown_path_and_method_get_json_errors(broker: Broker, emulator:
     ],
 )
 async def test_upstream_errors_map_to_statuses(
-    start_broker, emulator: Emulator, fault: str, status: int, code: str
+    start_broker, emulator: Emulator, clock: FakeClock, fault: str, status: int, code: str
 ):
     emulator.set_fault(fault)
     async with start_broker(upstream_max_attempts=1) as broker:
@@ -132,8 +132,10 @@ async def test_upstream_errors_map_to_statuses(
         assert response.json()["error"]["code"] == code
         assert response.headers["cache-control"] == "no-store"
         assert ("retry-after" in response.headers) == (status == 503)
-        # Errors are not cached: the next request asks again, and succeeds once GameLift does.
+        # Errors are not cached: the next request asks again, and succeeds once GameLift does
+        # (after the Retry-After it was given: throttling backs off every key for that long).
         emulator.set_fault(None)
+        clock.advance(float(response.headers.get("retry-after", 0)))
         assert (await broker.token()).status_code == 200
         assert emulator.calls == 2
 

@@ -1,0 +1,206 @@
+"""Only local callers get tokens: guard header, Host, proxies, CORS, caller secret, allow-list.
+
+Each refusal is checked with a token already cached, so the hit path is the one being tested
+(every test runs with and without it), and the emulator must see no further call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service.emulator import Emulator
+from tests.conftest import Broker
+
+GUARD = {"X-Token-Broker-Request": "true"}
+
+
+async def primed(broker: Broker, emulator: Emulator, **headers: str) -> None:
+    response = await broker.token(headers={**GUARD, **headers})
+    assert response.status_code == 200, response.text
+    assert emulator.calls == 1
+
+
+def error_code(response) -> str:  # type: ignore[no-untyped-def]
+    return response.json()["error"]["code"]
+
+
+@pytest.fixture
+async def guarded(start_broker):  # type: ignore[no-untyped-def]
+    async with start_broker(require_request_header=True) as broker:
+        yield broker
+
+
+async def test_guard_header_is_required(guarded: Broker, emulator: Emulator) -> None:
+    await primed(guarded, emulator)
+    for headers in ({}, {"X-Token-Broker-Request": "false"}, {"X-Token-Broker-Request": ""}):
+        response = await guarded.token(headers=headers)
+        assert response.status_code == 403
+        assert error_code(response) == "MissingRequestHeader"
+        assert "AuthToken" not in response.text
+    assert (await guarded.token(headers={"X-Token-Broker-Request": "TRUE"})).status_code == 200
+    assert (await guarded.token("fleet-1", "never-fetched")).status_code == 403
+    assert emulator.calls == 1
+
+
+async def test_guard_header_can_be_turned_off(start_broker, emulator: Emulator) -> None:
+    async with start_broker(require_request_header=False) as broker:
+        assert (await broker.token()).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8787", "10.0.0.5", "[::2]:80"])
+async def test_foreign_host_is_refused(guarded: Broker, emulator: Emulator, host: str) -> None:
+    await primed(guarded, emulator)
+    response = await guarded.token(headers={**GUARD, "Host": host})
+    assert response.status_code == 403
+    assert error_code(response) == "HostNotAllowed"
+    assert (await guarded.token("fleet-2", "c", headers={**GUARD, "Host": host})).status_code == 403
+    assert emulator.calls == 1
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "LOCALHOST:8787", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:8787"]
+)
+async def test_local_hosts_are_accepted(guarded: Broker, emulator: Emulator, host: str) -> None:
+    assert (await guarded.token(headers={**GUARD, "Host": host})).status_code == 200
+
+
+async def test_allowed_hosts_setting(start_broker, emulator: Emulator) -> None:
+    async with start_broker(allowed_hosts=["broker.tokens.svc"]) as broker:
+        ok = await broker.token(headers={"Host": "broker.tokens.svc:8787"})
+        assert ok.status_code == 200
+        assert (await broker.token(headers={"Host": "other.svc"})).status_code == 403
+    assert emulator.calls == 1
+
+
+async def test_probes_and_metrics_need_no_header_and_any_host(guarded: Broker) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        response = await guarded.client.get(path, headers={"Host": "10.1.2.3:8787"})
+        assert response.status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"X-Forwarded-For": "203.0.113.9"},
+        {"Forwarded": "for=203.0.113.9"},
+        {"X-Forwarded-For": "127.0.0.1"},
+    ],
+)
+async def test_proxied_requests_are_refused(
+    guarded: Broker, emulator: Emulator, header: dict[str, str]
+) -> None:
+    await primed(guarded, emulator)
+    response = await guarded.token(headers={**GUARD, **header})
+    assert response.status_code == 403
+    assert error_code(response) == "ProxiedRequest"
+    assert emulator.calls == 1
+
+
+async def test_no_cors(guarded: Broker, emulator: Emulator) -> None:
+    await primed(guarded, emulator)
+    preflight = await guarded.client.options(
+        "/fleets/fleet-1/computes/compute-1/token",
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-token-broker-request",
+        },
+    )
+    assert preflight.status_code in (403, 404, 405)
+    assert not any(h.lower().startswith("access-control-") for h in preflight.headers)
+    simple = await guarded.token(headers={**GUARD, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+    assert emulator.calls == 1
+
+
+def write_secret(path: Path, secret: str) -> None:
+    # Write then rename, as Kubernetes and careful operators rotate files.
+    staging = path.with_suffix(".new")
+    staging.write_text(secret)
+    os.replace(staging, path)
+
+
+async def test_caller_secret(start_broker, emulator: Emulator, tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("  first-secret\n")
+    async with start_broker(auth_token_file=str(secret_file)) as broker:
+        ok = await broker.token(headers={"Authorization": "Bearer first-secret"})
+        assert ok.status_code == 200
+        for authorization in (None, "Bearer wrong", "Basic first-secret", "first-secret", "Bearer"):
+            headers = {"Authorization": authorization} if authorization else {}
+            response = await broker.token(headers=headers)
+            assert response.status_code == 401, authorization
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert error_code(response) == "Unauthenticated"
+        assert (await broker.token("fleet-2", "c")).status_code == 401
+        assert emulator.calls == 1
+
+        write_secret(secret_file, "second-secret")
+        assert (
+            await broker.token(headers={"Authorization": "Bearer first-secret"})
+        ).status_code == 401
+        rotated = await broker.token(headers={"Authorization": "Bearer second-secret"})
+        assert rotated.status_code == 200
+
+        # Rewritten in place, same inode: the size and mtime change still tell.
+        secret_file.write_text("third-secret-longer")
+        assert (
+            await broker.token(headers={"Authorization": "Bearer third-secret-longer"})
+        ).status_code == 200
+        # A moment with no file (a rotation half done) keeps the last secret.
+        secret_file.unlink()
+        assert (
+            await broker.token(headers={"Authorization": "Bearer third-secret-longer"})
+        ).status_code == 200
+    assert emulator.calls == 1
+
+
+async def test_fleet_allow_list(start_broker, emulator: Emulator) -> None:
+    async with start_broker(allowed_fleets=["fleet-ok", "fleet-also"]) as broker:
+        assert (await broker.token("fleet-ok", "c")).status_code == 200
+        for fleet in ("fleet-other", "fleet-ok2"):
+            response = await broker.token(fleet, "c")
+            assert response.status_code == 403
+            assert error_code(response) == "FleetNotAllowed"
+    assert emulator.calls == 1
+
+
+async def test_oversized_requests(broker: Broker, emulator: Emulator) -> None:
+    await primed(broker, emulator)
+    long_path = "/fleets/fleet-1/computes/" + "a" * 5000 + "/token"
+    assert (await broker.client.get(long_path)).status_code == 414
+    big = await broker.token(headers={"X-Padding": "x" * 20_000})
+    assert big.status_code == 431 and error_code(big) == "HeadersTooLarge"
+    many = await broker.token(headers={f"X-H{i}": "1" for i in range(100)})
+    assert many.status_code == 431
+    assert emulator.calls == 1
+
+
+async def test_inflight_cap_refuses_new_keys_not_joiners(start_broker, emulator: Emulator):
+    import asyncio
+
+    emulator.latency = 0.5
+    async with start_broker(max_inflight=2) as broker:
+        first = [asyncio.create_task(broker.token("fleet-1", f"c{i}")) for i in range(2)]
+        await emulator.wait_for_calls(2)
+        joiners = [asyncio.create_task(broker.token("fleet-1", "c0")) for _ in range(20)]
+        refused = await broker.token("fleet-1", "c9")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] and error_code(refused) == "TooManyInflightFetches"
+        results = await asyncio.gather(*first, *joiners)
+    assert {r.status_code for r in results} == {200}
+    assert emulator.calls == 2
+
+
+async def test_bad_path_flood_does_not_grow_state(broker: Broker, emulator: Emulator) -> None:
+    await primed(broker, emulator)
+    before = (await broker.client.get("/metrics")).text.count("\n")
+    for i in range(600):
+        await broker.client.get(f"/fleets/bad_{i}/computes/x{i}/token")
+        await broker.client.get(f"/nope/{i}")
+    assert len(broker.cache) == 1 and broker.cache.inflight == 0
+    assert (await broker.client.get("/metrics")).text.count("\n") == before  # no new series
+    assert emulator.calls == 1
