@@ -42,9 +42,11 @@ def _no_environment_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def run_server(server: uvicorn.Server, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve on a free loopback port in this event loop, as uvicorn's own tests do."""
-    sock = bind_tcp(host, 0)
+async def run_server(
+    server: uvicorn.Server, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve on a loopback port (a free one by default) in this loop, as uvicorn's tests do."""
+    sock = bind_tcp(host, port)
     port = sock.getsockname()[1]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await eventually(lambda: server.started or task.done(), what="server start")
@@ -65,13 +67,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def emulator_server(emulator: Emulator) -> uvicorn.Server:
+    config = uvicorn.Config(emulator.app, log_config=None, access_log=False, lifespan="on")
+    # A hanging request must not hold the test's teardown for long.
+    config.timeout_graceful_shutdown = 1
+    return uvicorn.Server(config)
+
+
 @pytest.fixture
 async def emulator(clock: FakeClock) -> AsyncIterator[Emulator]:
     emulator = Emulator(clock=clock)
-    config = uvicorn.Config(emulator.app, log_config=None, log_level="warning", lifespan="on")
-    # A hanging request must not hold the test's teardown for long.
-    config.timeout_graceful_shutdown = 1
-    async with run_server(uvicorn.Server(config)) as url:
+    async with run_server(emulator_server(emulator)) as url:
         emulator.url = url  # type: ignore[attr-defined]
         yield emulator
     emulator.release_hangs()

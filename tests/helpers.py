@@ -66,3 +66,44 @@ class FakeSource:
             auth_token=f"token-{number}",
             expires_at=self.expires_at or self.clock() + self.lifetime,
         )
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that sends request targets byte for byte.
+
+    httpx normalises URLs (and is slow with a hundred connections on one loop); load and
+    property tests need neither.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, url: str) -> RawConnection:
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        return cls(reader, writer)
+
+    async def get(
+        self, target: bytes | str, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        if isinstance(target, str):
+            target = target.encode()
+        head = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n".encode()
+        self._writer.write(head + b"\r\n")
+        status_line = await asyncio.wait_for(self._reader.readline(), timeout=30)
+        if not status_line:
+            raise ConnectionError("connection closed before an answer")
+        length = 0
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self._reader.readexactly(length)
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
