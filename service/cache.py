@@ -196,6 +196,7 @@ class TokenCache:
                 "fleet": key[0],
                 "compute": key[1],
                 "outcome": "ok",
+                "status": 200,
                 "duration_ms": round((received - started) * 1000, 1),
                 "expires_in_s": round(token.expires_at - received),
             },

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -176,3 +177,41 @@ async def test_sigterm_lets_in_flight_requests_finish() -> None:
         # uvicorn re-raises SIGTERM after a graceful shutdown, so death by it is clean too.
         assert code in (0, -signal.SIGTERM), "\n".join(process.lines)
         assert not any('"level": "error"' in line for line in process.lines), process.lines
+
+
+def test_unix_socket_listener_is_0660(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "broker.sock"
+    with broker_process("--emulator", "--port", "0", "--uds", str(path)) as process:
+        started(process)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport, base_url="http://localhost") as client:
+            response = client.get("/fleets/fleet-1/computes/c/token", headers=GUARD)
+        assert response.status_code == 200 and response.json()["AuthToken"]
+
+
+async def test_sigterm_stops_taking_connections() -> None:
+    with broker_process("--emulator", "--port", "0") as process:
+        url, emulator = started(process)
+        host, port = url.removeprefix("http://").split(":")
+        async with httpx.AsyncClient(timeout=30) as client:
+            await client.post(f"{emulator}/_emulator/config", json={"latency": 3})
+            slow = asyncio.create_task(
+                client.get(f"{url}/fleets/fleet-1/computes/c/token", headers=GUARD)
+            )
+            await asyncio.sleep(0)  # let the request go out before the signal
+            while (await client.get(f"{emulator}/_emulator/state")).json()["calls"] < 1:
+                await asyncio.sleep(0.02)
+            process.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while True:  # the listener closes at once, while the slow request is still going
+                try:
+                    _, writer = await asyncio.open_connection(host, int(port))
+                except ConnectionRefusedError:
+                    break
+                writer.close()
+                assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+                await asyncio.sleep(0.02)
+            assert not slow.done()
+            assert (await slow).status_code == 200
+        assert await asyncio.to_thread(process.proc.wait, 20) in (0, -signal.SIGTERM)

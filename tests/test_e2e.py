@@ -290,3 +290,36 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def test_access_lines_for_hits_only_when_asked(
+    start_broker, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="service")
+    for access_log, expected_hit_lines in ((False, 0), (True, 3)):
+        caplog.clear()
+        async with start_broker(access_log=access_log) as broker:
+            for _ in range(4):  # one miss, three hits
+                assert (await broker.token()).status_code == 200
+            await broker.token("fleet_bad", "c")  # a refusal is always logged
+        served = [r for r in caplog.records if getattr(r, "event", None) == "request"]
+        hits = [r for r in served if r.outcome == "hit"]
+        refusals = [r for r in served if r.outcome == "error"]
+        assert len(hits) == expected_hit_lines
+        assert len(refusals) == 1
+        assert refusals[0].status == 400 and refusals[0].fleet == "fleet_bad"
+        assert all(isinstance(r.duration_ms, float) for r in served)
+
+
+async def test_caller_secret_never_reaches_the_logs(
+    start_broker, tmp_path, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("the-caller-secret-123")
+    async with start_broker(auth_token_file=str(secret_file), access_log=True) as broker:
+        await broker.token(headers={"Authorization": "Bearer the-caller-secret-123"})
+        await broker.token(headers={"Authorization": "Bearer wrong-guess-456"})
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    assert lines
+    assert not any("the-caller-secret-123" in line or "wrong-guess-456" in line for line in lines)
