@@ -78,6 +78,7 @@ class RawConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self.last_headers: list[tuple[bytes, bytes]] = []  # of the last answer, as sent
 
     @classmethod
     async def open(cls, url: str) -> RawConnection:
@@ -98,8 +99,10 @@ class RawConnection:
         if not status_line:
             raise ConnectionError("connection closed before an answer")
         length = 0
+        self.last_headers = []
         while (line := await self._reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
+            self.last_headers.append((name.strip().lower(), value.strip()))
             if name.strip().lower() == b"content-length":
                 length = int(value)
         return int(status_line.split()[1]), await self._reader.readexactly(length)
