@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         for sock in sockets:
             # uvicorn names its address only when it binds itself; with --port 0 it matters.
             log.info("listening", extra={"event": "listening", "address": describe(sock)})
-        app = create_app(settings, upstream=upstream)
+        try:
+            app = create_app(settings, upstream=upstream)
+        except ValueError as exc:  # the caller-secret file, the one setting read at start-up
+            sys.exit(f"{PROG}: invalid setting TOKEN_BROKER_AUTH_TOKEN_FILE: {exc}")
         server = BrokerServer(
             uvicorn_config(app, settings, host=args.host, port=args.port), app.state.lifecycle
         )

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The GameLift API's own patterns (FleetIdOrArn, ComputeNameOrArn), minus the ARN forms:
@@ -50,7 +49,7 @@ class Settings(BaseSettings):
 
     require_request_header: bool = True
     allowed_hosts: CommaList = []
-    auth_token_file: Path | None = None
+    auth_token_file: FilePath | None = None
     allowed_fleets: CommaList = []
     max_inflight: int = Field(256, ge=1)
 

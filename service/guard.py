@@ -29,9 +29,12 @@ class SecretFile:
         self._path = path
         self._stamp: tuple[int, int, int] | None = None
         self._secret = b""
-        self.current()  # an unreadable or empty file at start-up is a configuration error
+        try:
+            self.current()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
         if not self._secret:
-            raise ValueError(f"TOKEN_BROKER_AUTH_TOKEN_FILE: {path} is empty")
+            raise ValueError(f"{path} is empty")
 
     def current(self) -> bytes:
         try:

@@ -109,6 +109,8 @@ def test_emulator_mode_serves_a_token_like_the_readme_says() -> None:
         ("TOKEN_BROKER_REFRESH_AHEAD_SECONDS", "soon"),
         ("TOKEN_BROKER_MAX_INFLIGHT", "-3"),
         ("TOKEN_BROKER_PREFETCH", "not-a-key"),
+        ("TOKEN_BROKER_AUTH_TOKEN_FILE", "/nonexistent/secret"),
+        ("TOKEN_BROKER_AUTH_TOKEN_FILE", os.devnull),  # readable, but empty
     ],
 )
 def test_bad_setting_stops_start_up_with_one_line(name: str, value: str) -> None:

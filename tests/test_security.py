@@ -204,3 +204,19 @@ async def test_bad_path_flood_does_not_grow_state(broker: Broker, emulator: Emul
     assert len(broker.cache) == 1 and broker.cache.inflight == 0
     assert (await broker.client.get("/metrics")).text.count("\n") == before  # no new series
     assert emulator.calls == 1
+
+
+def test_empty_or_unreadable_secret_file_stops_start_up(tmp_path: Path) -> None:
+    from service.guard import RequestGuard
+    from tests.conftest import make_settings
+
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    with pytest.raises(ValueError, match="empty"):
+        RequestGuard(make_settings(auth_token_file=str(empty)))
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("secret")
+    unreadable.chmod(0)
+    if os.geteuid() != 0:  # root reads anything
+        with pytest.raises(ValueError, match="cannot read"):
+            RequestGuard(make_settings(auth_token_file=str(unreadable)))
