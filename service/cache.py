@@ -116,10 +116,11 @@ class TokenCache:
 
     def peek(self, key: Key) -> CacheEntry | None:
         """The entry if it may be served as a plain hit right now, without awaiting anything."""
-        entry = self._entries.get(key)
-        if entry is not None and self._clock() < entry.refresh_at:
-            return entry
-        return None
+        try:
+            entry = self._entries[key]  # one lookup; .get() would look twice (hot path)
+        except KeyError:
+            return None
+        return entry if self._clock() < entry.refresh_at else None
 
     async def lookup(self, fleet_id: str, compute_name: str) -> tuple[CacheEntry, Outcome]:
         key = (fleet_id, compute_name)

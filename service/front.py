@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from itertools import chain
 from typing import Any
 
 from service import errors
@@ -26,6 +27,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_PATH_BYTES = 4096
 MAX_HEADER_BYTES = 16384
 MAX_HEADER_COUNT = 64
+MAX_KNOWN_PATHS = 16_384
 
 
 def token_key(path: str) -> tuple[str, str] | None:
@@ -42,6 +44,10 @@ class Front:
     def __init__(self, app: Any, *, serve_hits: bool = True) -> None:
         self.app = app  # the FastAPI app; its state holds the cache once the lifespan has run
         self._serve_hits = serve_hits
+        # Paths already parsed and validated, so a hit skips the two regexes. Only valid
+        # paths go in, and it is emptied when full, so a flood of paths cannot grow it.
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._cache: Any = None  # bound from app.state on the first hit, once the lifespan ran
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,34 +61,43 @@ class Front:
             await response(scope, receive, send)
             return
         if self._serve_hits and scope["method"] == "GET":
-            key = token_key(scope["path"])
-            if key is not None and await self._serve_hit(key, scope, send, started):
-                return
+            # The hit path, inline: one coroutine less per request is measurable here.
+            path = scope["path"]
+            key = self._keys.get(path)
+            if key is None:
+                key = token_key(path)
+                if key is not None:
+                    if len(self._keys) >= MAX_KNOWN_PATHS:
+                        self._keys.clear()
+                    self._keys[path] = key
+            if key is not None:
+                if self._cache is None:
+                    state = self.app.state
+                    self._cache, self._guard, self._recorder = (
+                        state.cache,
+                        state.guard,
+                        state.recorder,
+                    )
+                entry = self._cache.peek(key)
+                if entry is not None and self._allowed(scope["headers"], key[0]):
+                    rendered: RenderedToken = entry.rendered
+                    start, body = rendered.json_messages
+                    for name, value in scope["headers"]:
+                        if name == b"accept":
+                            if wants_text(value.decode("latin-1")):
+                                start, body = rendered.text_messages
+                            break
+                    await send(start)
+                    await send(body)
+                    self._recorder.served(key[0], key[1], "hit", started)
+                    return
         await self.app(scope, receive, send)
 
-    async def _serve_hit(
-        self, key: tuple[str, str], scope: Scope, send: Send, started: float
-    ) -> bool:
-        state = self.app.state
-        entry = state.cache.peek(key)
-        if entry is None:
-            return False
+    def _allowed(self, headers: list[tuple[bytes, bytes]], fleet_id: str) -> bool:
         try:
-            state.guard.check(scope["headers"], key[0])
+            self._guard.check(headers, fleet_id)
         except errors.BrokerError:
             return False  # FastAPI refuses it, with the same check, logged and counted there
-        rendered: RenderedToken = entry.rendered
-        accept = next((v for n, v in scope["headers"] if n == b"accept"), b"")
-        text = wants_text(accept.decode("latin-1"))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": rendered.text_headers if text else rendered.json_headers,
-            }
-        )
-        await send({"type": "http.response.body", "body": rendered.text if text else rendered.json})
-        state.recorder.served(key[0], key[1], "hit", started)
         return True
 
 
@@ -92,6 +107,6 @@ def _oversized(scope: Scope) -> errors.BrokerError | None:
     headers = scope["headers"]
     if len(headers) > MAX_HEADER_COUNT:
         return errors.HeadersTooLarge(f"over {MAX_HEADER_COUNT} request headers")
-    if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+    if sum(map(len, chain.from_iterable(headers))) > MAX_HEADER_BYTES:
         return errors.HeadersTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
     return None

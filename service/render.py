@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -21,6 +22,10 @@ class RenderedToken:
     text: bytes  # the bare token, for TOKEN=$(curl ...) in launch scripts
     json_headers: Headers
     text_headers: Headers
+    # The ASGI messages themselves, for the hit path: uvicorn only reads them, so one pair
+    # serves every hit on this token.
+    json_messages: tuple[dict[str, Any], dict[str, Any]]
+    text_messages: tuple[dict[str, Any], dict[str, Any]]
 
 
 def expiration_iso(expires_at: float) -> str:
@@ -49,12 +54,23 @@ def response_headers(body: bytes, content_type: str) -> Headers:
     ]
 
 
+def asgi_messages(body: bytes, headers: Headers) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
 def render_token(token: Token) -> RenderedToken:
     json = orjson.dumps(token_body(token))
     text = token.auth_token.encode()
+    json_headers = response_headers(json, JSON_TYPE)
+    text_headers = response_headers(text, TEXT_TYPE)
     return RenderedToken(
         json=json,
         text=text,
-        json_headers=response_headers(json, JSON_TYPE),
-        text_headers=response_headers(text, TEXT_TYPE),
+        json_headers=json_headers,
+        text_headers=text_headers,
+        json_messages=asgi_messages(json, json_headers),
+        text_messages=asgi_messages(text, text_headers),
     )

@@ -1,0 +1,112 @@
+"""The reference apps of the hit-path comparison, served exactly as the broker is served.
+
+    python bench/apps.py bare SPEC      # a bare ASGI app sending SPEC's headers and body
+    python bench/apps.py fastapi SPEC   # a plain FastAPI route returning SPEC's body as a dict
+    python bench/apps.py check          # exit 1 if SERVER_OPTIONS differ from the broker's
+
+SPEC is a JSON file {"headers": [[name, value], ...], "body": "..."}, taken from a broker hit.
+The bare app imports nothing but uvicorn, so its start-up time and RSS are a floor, too.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+# service.server.uvicorn_config's options with default settings; `check` proves they still are.
+SERVER_OPTIONS: dict[str, Any] = {
+    "lifespan": "on",
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_config": None,
+    "access_log": False,
+    "timeout_graceful_shutdown": 10,
+    "proxy_headers": False,
+    "server_header": False,
+}
+
+
+def bare_app(headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        # Fresh messages per request, as the broker's hit path builds them.
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def fastapi_app(body: dict[str, str]) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    # What a user writes first: the route, the parameters, the dict. No response model, so this
+    # is the cheaper kind of plain route (a response model would add validation).
+    @app.get("/fleets/{fleet_id}/computes/{compute_name}/token")
+    async def token(fleet_id: str, compute_name: str):  # type: ignore[no-untyped-def]
+        return body
+
+    @app.get("/")
+    async def root():  # type: ignore[no-untyped-def]
+        return {"status": "ok"}
+
+    return app
+
+
+def bind_loopback() -> socket.socket:
+    # As service.server.bind_tcp: proto=IPPROTO_TCP, so accepted connections get TCP_NODELAY.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def serve(app: Any) -> None:
+    sock = bind_loopback()
+    host, port = sock.getsockname()
+    # The same line the broker logs, so the harness finds every server one way.
+    print(json.dumps({"event": "listening", "address": f"http://{host}:{port}"}), flush=True)
+    uvicorn.Server(uvicorn.Config(app, **SERVER_OPTIONS)).run(sockets=[sock])
+
+
+def check() -> int:
+    """Compare every uvicorn.Config attribute but the app with the broker's own config."""
+    from service.config import Settings
+    from service.server import uvicorn_config
+
+    theirs = vars(uvicorn_config(None, Settings()))
+    ours = vars(uvicorn.Config(None, **SERVER_OPTIONS))
+    differ = sorted(k for k in theirs.keys() | ours.keys() if k != "app" and theirs.get(k) != ours.get(k))
+    for name in differ:
+        print(f"uvicorn option {name}: broker {theirs.get(name)!r}, bench {ours.get(name)!r}")
+    return 1 if differ else 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["check"]:
+        return check()
+    kind, spec_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    body = spec["body"].encode()
+    if kind == "bare":
+        headers = [(name.encode(), value.encode()) for name, value in spec["headers"]]
+        serve(bare_app(headers, body))
+    elif kind == "fastapi":
+        serve(fastapi_app(json.loads(body)))
+    else:
+        raise SystemExit(f"unknown app {kind!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
