@@ -32,15 +32,18 @@ SERVER_OPTIONS: dict[str, Any] = {
 
 
 def bare_app(headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    # The leanest an ASGI app can be: messages built once (uvicorn only reads them), no routing.
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+    end = {"type": "http.response.body", "body": body}
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        # Fresh messages per request, as the broker's hit path builds them.
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send(start)
+        await send(end)
 
     return app
 

@@ -44,7 +44,9 @@ def aws_env(emulator_url: str) -> dict[str, str]:
     """What a broker or a game server needs to call the emulator as if it were GameLift."""
     return {
         "AWS_ENDPOINT_URL_GAMELIFT": emulator_url,
+        # botocore 1.40 reads only AWS_DEFAULT_REGION; AWS_REGION is what the README says.
         "AWS_REGION": "us-west-2",
+        "AWS_DEFAULT_REGION": "us-west-2",
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
     }

@@ -22,7 +22,7 @@ from service.server import (
     embedded_emulator,
     uvicorn_config,
 )
-from service.upstream import GameLiftTokenSource
+from service.upstream import GameLiftTokenSource, aws_session
 
 PROG = "gamelift-token-broker"
 log = logging.getLogger("service")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
 
         else:
-            if aioboto3.Session().region_name is None:
+            if aws_session().region_name is None:
                 sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
             upstream = None  # type: ignore[assignment]
         try:

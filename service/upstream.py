@@ -6,6 +6,7 @@ Every botocore failure is classified here, once, into the error types of service
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -59,6 +60,15 @@ class TokenSource(Protocol):
 EventHook = tuple[str, Callable[..., Any]]
 
 
+def aws_session() -> aioboto3.Session:
+    """A session on the standard AWS configuration chain, plus AWS_REGION.
+
+    botocore reads only AWS_DEFAULT_REGION; every other AWS SDK, EKS and ECS use AWS_REGION.
+    When it is set it wins, as it does in those SDKs; otherwise botocore's chain decides.
+    """
+    return aioboto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+
+
 class GameLiftTokenSource:
     """Calls GetComputeAuthToken through one long-lived aioboto3 client."""
 
@@ -76,7 +86,7 @@ class GameLiftTokenSource:
         event_hooks: list[EventHook] | None = None,
     ) -> AsyncIterator[GameLiftTokenSource]:
         # Region, credentials and AWS_ENDPOINT_URL_GAMELIFT all come from botocore's own chain.
-        session = session or aioboto3.Session()
+        session = session or aws_session()
         # botocore logs whole response bodies at DEBUG, and ours hold tokens. Whatever level the
         # operator picks, botocore's loggers stop at INFO.
         for name in ("botocore", "aiobotocore"):

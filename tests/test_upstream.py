@@ -80,3 +80,20 @@ def test_token_repr_hides_the_secret() -> None:
     token = parse_token(answer(AuthToken="s3cret-value"), "fleet-1", "c")
     assert isinstance(token, Token)
     assert "s3cret-value" not in repr(token) and "s3cret-value" not in str(token)
+
+
+async def test_standard_aws_environment_reaches_the_emulator(
+    emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_REGION, AWS_ENDPOINT_URL_GAMELIFT and env credentials: no settings of our own."""
+    from service.config import Settings
+    from service.upstream import GameLiftTokenSource
+
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_GAMELIFT", emulator.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
+    async with GameLiftTokenSource.open(Settings()) as source:
+        token = await source.fetch("fleet-1", "c")
+    assert token.auth_token == emulator.issued_tokens[-1]
+    assert emulator.calls == 1
