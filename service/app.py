@@ -97,6 +97,8 @@ def create_app(
     app.state.guard = RequestGuard(settings)
     app.state.metrics = metrics
     app.state.recorder = RequestRecorder(metrics, access_log=settings.access_log)
+    # A redirect for a trailing slash would echo the caller's Host header into Location.
+    app.router.redirect_slashes = False
     app.include_router(router)
     install_error_handlers(app)
     _document_400_not_422(app)

@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -29,6 +29,7 @@ Clock = Callable[[], float]
 # Back-off for failed background refreshes: never sooner than 1 s, never later than 30 s.
 RETRY_MIN_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
+MAX_TRUSTED_LIFETIME = 86_400.0
 
 
 class Outcome(enum.StrEnum):
@@ -53,7 +54,7 @@ class CacheEntry:
     failures: int = 0
     # Whatever the render hook made of the token (the HTTP layer's pre-rendered bodies), so the
     # hot path serialises nothing.
-    rendered: Any = None
+    rendered: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,18 @@ class TokenCache:
         except errors.BrokerError as exc:
             self._note_failure(key, started, exc)
             raise
+        except Exception as exc:
+            # The source classifies what it knows; anything else is still GameLift's answer
+            # being unusable, and must back off like any other failure, not become a 500.
+            error = errors.UpstreamBadGateway(f"GameLift call failed: {type(exc).__name__}")
+            self._note_failure(key, started, error)
+            raise error from exc
         self._throttle_failures = 0
+        previous = self._entries.get(key)
+        if previous is not None and previous.token.auth_token == token.auth_token:
+            # GameLift hands back the same token until it nears expiry. Its lifetime still
+            # counts from when we first got it, or each refresh would shrink the windows.
+            received = previous.received_at
         entry = self._new_entry(token, received)
         self._entries[key] = entry
         log.info(
@@ -205,14 +217,16 @@ class TokenCache:
         return entry
 
     def _new_entry(self, token: Token, received: float) -> CacheEntry:
-        lifetime = token.expires_at - received
+        # An expiry years away is more likely a bug than a gift: refresh as if it were a day.
+        expires_at = min(token.expires_at, received + MAX_TRUSTED_LIFETIME)
+        lifetime = expires_at - received
         policy = self._policy
         return CacheEntry(
             token=token,
             received_at=received,
             # Half the lifetime at most, so a short-lived token is not refreshed on every request.
-            refresh_at=token.expires_at - min(policy.refresh_ahead, lifetime / 2),
-            serve_until=token.expires_at - min(policy.min_validity, lifetime / 10),
+            refresh_at=expires_at - min(policy.refresh_ahead, lifetime / 2),
+            serve_until=expires_at - min(policy.min_validity, lifetime / 10),
             rendered=self._render(token) if self._render else None,
         )
 

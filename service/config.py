@@ -63,6 +63,17 @@ class Settings(BaseSettings):
         _split_commas
     )
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_names(cls, value: list[str]) -> list[str]:
+        for host in value:
+            # The port is stripped from the request's Host before comparing, so an entry with
+            # one could never match.
+            name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            if not name or (":" in name and not host.startswith("[")) or "/" in name:
+                raise ValueError(f"expected a host name without port or scheme, got {host!r}")
+        return value
+
     @field_validator("allowed_fleets")
     @classmethod
     def _fleets_are_fleet_ids(cls, value: list[str]) -> list[str]:

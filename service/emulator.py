@@ -34,7 +34,13 @@ _ERROR_FAULTS = {
     "invalid_request": (400, "InvalidRequestException"),
     "unsupported_region": (400, "UnsupportedRegionException"),
 }
-FAULTS = frozenset(_ERROR_FAULTS) | {"hang", "garbage", "garbage_json", "expired"}
+FAULTS = frozenset(_ERROR_FAULTS) | {
+    "hang",
+    "garbage",
+    "garbage_json",
+    "bad_timestamp",
+    "expired",
+}
 _SETTINGS = frozenset({"fault", "count", "latency", "token_lifetime", "reset_calls"})
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -212,6 +218,12 @@ class Emulator:
             await _raw(send, 200, b"<html>oops</html>", "text/html")
         elif fault == "garbage_json":
             await _answer(send, 200, {"Unexpected": True}, AMZ_JSON)
+        elif fault == "bad_timestamp":
+            # Well-formed JSON whose timestamp botocore's parser cannot take: it raises a plain
+            # ValueError from deep inside, not a ResponseParserError.
+            answer = self._token(fleet, compute, 0.0)
+            answer["ExpirationTimestamp"] = "not-a-time"
+            await _answer(send, 200, answer, AMZ_JSON)
         elif fleet_match is None or compute_match is None:
             message = "FleetId or ComputeName does not match the expected pattern"
             await _error(send, 400, "InvalidRequestException", message)

@@ -5,6 +5,7 @@ They work on the raw ASGI scope so that the FastAPI route and the hit path share
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -19,7 +20,8 @@ log = logging.getLogger("service.guard")
 # The names a local caller uses. Anything else in Host smells of DNS rebinding.
 LOOPBACK_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]"})
 GUARD_HEADER = b"x-token-broker-request"
-PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})
+# Via too: a forward proxy that adds only Via would otherwise relay a remote caller unnoticed.
+PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"via"})
 
 
 class SecretFile:
@@ -39,18 +41,24 @@ class SecretFile:
     def current(self) -> bytes:
         try:
             info = os.stat(self._path)
-        except FileNotFoundError:
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if stamp != self._stamp:
+                secret = self._path.read_bytes().strip()
+                self._stamp = stamp
+                if secret:  # a half-written file is not a new secret
+                    self._secret = secret
+                    log.info("caller secret loaded", extra={"event": "secret_loaded"})
+        except OSError as exc:
             if not self._secret:
                 raise
-            # Rotation by rename leaves a moment with no file; keep the last secret meanwhile.
-            return self._secret
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
-        if stamp != self._stamp:
-            secret = self._path.read_bytes().strip()
-            if secret:  # a half-written file is not a new secret
-                self._secret = secret
-                log.info("caller secret loaded", extra={"event": "secret_loaded"})
-            self._stamp = stamp
+            # Rotation by rename leaves a moment with no file, and a file can be briefly
+            # unreadable; the last secret stays in force meanwhile (it fails closed to it).
+            if self._stamp is not None:
+                log.warning(
+                    "caller secret file unreadable; keeping the last secret",
+                    extra={"event": "secret_unreadable", "error": type(exc).__name__},
+                )
+                self._stamp = None  # warn once per episode, and reread when it is back
         return self._secret
 
 
@@ -70,6 +78,8 @@ class RequestGuard:
         guard = authorization = None
         for name, value in headers:
             if name == b"host":
+                if host:  # which one would a proxy in front of us have checked?
+                    raise errors.Forbidden("more than one Host header", code="HostNotAllowed")
                 host = value
             elif name == GUARD_HEADER:
                 guard = value
@@ -95,8 +105,12 @@ class RequestGuard:
     def _secret_matches(self, authorization: bytes | None) -> bool:
         assert self._secret is not None
         scheme, _, offered = (authorization or b"").partition(b" ")
-        # compare_digest on every path, so timing says nothing about the secret.
-        matches = hmac.compare_digest(offered.strip(), self._secret.current())
+        # Digests of equal length, compared in constant time on every path: timing says
+        # nothing about the secret, not even its length.
+        matches = hmac.compare_digest(
+            hashlib.sha256(offered.strip()).digest(),
+            hashlib.sha256(self._secret.current()).digest(),
+        )
         return matches and scheme.lower() == b"bearer"
 
 

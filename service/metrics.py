@@ -24,6 +24,7 @@ KNOWN_RESULTS = frozenset(
         "ThrottlingException",
         "AccessDeniedException",
         "connection_error",
+        "malformed",
         "timeout",
         "http_5xx",
         "http_4xx",
@@ -94,9 +95,18 @@ class Metrics:
                 self.upstream_latency.observe(time.perf_counter() - started)
             self.upstream_calls.labels(attempt_result(parsed_response, exception)).inc()
 
+        def call_failed(context: dict[str, Any], **_: Any) -> None:
+            # botocore raises some parse failures (a bad timestamp, say) before
+            # response-received fires; the attempt was still sent, so it still counts.
+            started = context.pop(_ATTEMPT_STARTED, None)
+            if started is not None:
+                self.upstream_latency.observe(time.perf_counter() - started)
+                self.upstream_calls.labels("malformed").inc()
+
         return [
             ("request-created.gamelift.GetComputeAuthToken", attempt_started),
             ("response-received.gamelift.GetComputeAuthToken", attempt_finished),
+            ("after-call-error.gamelift.GetComputeAuthToken", call_failed),
         ]
 
 

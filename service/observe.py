@@ -28,9 +28,21 @@ class RequestRecorder:
                 extra=_fields(fleet_id, compute_name, 200, outcome, started),
             )
 
-    def refused(self, fleet_id: str, compute_name: str, error: BrokerError, started: float) -> None:
-        """Every refusal and error gets its line, whatever TOKEN_BROKER_ACCESS_LOG says."""
-        self._counts["error"] += 1
+    def refused(
+        self,
+        fleet_id: str,
+        compute_name: str,
+        error: BrokerError,
+        started: float,
+        *,
+        count: bool = True,
+    ) -> None:
+        """Every refusal and error gets its line, whatever TOKEN_BROKER_ACCESS_LOG says.
+
+        `count` is False for refusals that were not token requests (an oversized probe).
+        """
+        if count:
+            self._counts["error"] += 1
         fields = _fields(fleet_id, compute_name, error.status, "error", started)
         fields["code"] = error.code
         level = logging.WARNING if error.status >= 500 else logging.INFO

@@ -7,13 +7,14 @@ import logging
 import math
 import random
 
-from service.cache import Clock, Key, TokenCache, backoff_delay
+from service.cache import RETRY_MIN_SECONDS, Clock, Key, TokenCache, backoff_delay
 from service.errors import BrokerError
 
 log = logging.getLogger("service.prefetch")
 
-# Sleep at most this long between looks, so a wall-clock jump cannot strand a key.
-MAX_NAP_SECONDS = 60.0
+# Look at least this often: a wall-clock jump cannot strand a key, and each look touches the
+# key, so a full cache's LRU does not evict what we are here to keep.
+MAX_NAP_SECONDS = 1.0
 
 
 class Prefetcher:
@@ -54,7 +55,9 @@ class Prefetcher:
         failures = 0
         while True:
             entry = self._cache.entry(key)
-            if entry is None or self._clock() >= entry.refresh_at:
+            # While a token is held, the entry's retry_at is the one back-off schedule, shared
+            # with request-driven refreshes; only with no token does our own count apply.
+            if entry is None or self._clock() >= max(entry.refresh_at, entry.retry_at):
                 try:
                     entry = await self._cache.refresh(key)
                     failures = 0
@@ -67,6 +70,11 @@ class Prefetcher:
                             extra={"event": "prefetch", "error": type(exc).__name__},
                         )
                     failures += 1
-                    await asyncio.sleep(backoff_delay(failures, self._rng))
+                    held = self._cache.entry(key)
+                    if held is None:
+                        await asyncio.sleep(backoff_delay(failures, self._rng))
+                    else:
+                        await asyncio.sleep(max(held.retry_at - self._clock(), RETRY_MIN_SECONDS))
                     continue
-            await asyncio.sleep(min(max(entry.refresh_at - self._clock(), 0.05), MAX_NAP_SECONDS))
+            due = max(entry.refresh_at, entry.retry_at) - self._clock()
+            await asyncio.sleep(min(max(due, 0.05), MAX_NAP_SECONDS))

@@ -16,7 +16,7 @@ JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class RenderedToken:
     json: bytes  # the API's own shape, as GetComputeAuthToken answers it
     text: bytes  # the bare token, for TOKEN=$(curl ...) in launch scripts
@@ -26,6 +26,9 @@ class RenderedToken:
     # serves every hit on this token.
     json_messages: tuple[dict[str, Any], dict[str, Any]]
     text_messages: tuple[dict[str, Any], dict[str, Any]]
+
+    def __repr__(self) -> str:
+        return "RenderedToken(<secret>)"  # every field holds the token
 
 
 def expiration_iso(expires_at: float) -> str:

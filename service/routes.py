@@ -173,10 +173,16 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
-    async def unexpected_error(_request: Request, exc: Exception) -> Response:
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
         # A bug, not a GameLift outcome. Log the type only: a message could quote anything.
         log.error("unhandled error", extra={"event": "error", "error": type(exc).__name__})
-        return error_response(500, "InternalError", "internal error")
+        error = errors.BrokerError("internal error")
+        params = request.path_params
+        if "fleet_id" in params:
+            request.app.state.recorder.refused(
+                params["fleet_id"], params.get("compute_name", ""), error, started_at(request)
+            )
+        return error_response(error.status, error.code, error.message)
 
     app.add_exception_handler(errors.BrokerError, broker_error)
     app.add_exception_handler(Exception, unexpected_error)

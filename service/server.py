@@ -17,6 +17,7 @@ import uvicorn
 from service.app import Lifecycle
 from service.config import Settings
 from service.front import Front
+from service.protocol import BoundedHttpToolsProtocol
 
 
 class BrokerServer(uvicorn.Server):
@@ -40,7 +41,7 @@ def uvicorn_config(
     options: dict[str, Any] = {
         "lifespan": "on",
         "loop": "uvloop",
-        "http": "httptools",
+        "http": BoundedHttpToolsProtocol,
         # Our logs.configure() owns the handlers; uvicorn's dictConfig would replace them.
         "log_config": None,
         "access_log": settings.access_log,

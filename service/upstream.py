@@ -129,6 +129,10 @@ class GameLiftTokenSource:
             raise errors.UpstreamBadGateway("GameLift answered something unparseable") from exc
         except BotoCoreError as exc:
             raise errors.UpstreamBadGateway(f"GameLift call failed: {type(exc).__name__}") from exc
+        except (ValueError, TypeError, AttributeError, RuntimeError, OverflowError) as exc:
+            # botocore's parsers raise these, not ResponseParserError, for a bad timestamp or
+            # a body of the wrong JSON type.
+            raise errors.UpstreamBadGateway("GameLift answered something unparseable") from exc
         return parse_token(response, fleet_id, compute_name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import pytest
@@ -317,3 +318,64 @@ async def test_repeated_throttling_grows_the_back_off(source: FakeSource, clock:
         clock.advance(caught.value.retry_after)
     assert source.calls == 8  # one call per back-off period, not one per request
     assert waits[0] <= 2 and max(waits) >= 16 and max(waits) <= 30
+
+
+async def test_repeated_token_windows_do_not_shrink(clock: FakeClock) -> None:
+    class SameToken(FakeSource):
+        async def fetch(self, fleet_id: str, compute_name: str):  # type: ignore[no-untyped-def]
+            token = await super().fetch(fleet_id, compute_name)
+            return dataclasses.replace(token, auth_token="same")
+
+    source = SameToken(clock)
+    source.expires_at = clock.now + 3600
+    cache = make_cache(source, clock, refresh_ahead=1000)
+    first, _ = await cache.lookup(*KEY)
+    clock.advance(3600 - 999)
+    await cache.lookup(*KEY)
+    await settle(cache)
+    again = cache.entry(KEY)
+    assert again is not None and source.calls == 2
+    assert again.received_at == first.received_at
+    assert (again.refresh_at, again.serve_until) == (first.refresh_at, first.serve_until)
+
+
+async def test_far_future_expiry_is_refreshed_within_a_day(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    source.expires_at = clock.now + 10 * 365 * 86400
+    entry, _ = await cache.lookup(*KEY)
+    assert entry.refresh_at <= clock.now + 86400
+    assert entry.serve_until <= clock.now + 86400
+
+
+async def test_no_repr_shows_the_token(clock: FakeClock) -> None:
+    from service.render import render_token
+
+    source = FakeSource(clock)
+    cache = TokenCache(source, CachePolicy(), clock=clock, render=render_token)
+    entry, _ = await cache.lookup(*KEY)
+    assert "token-1" not in repr(entry)
+    assert "token-1" not in repr(entry.rendered)
+    assert "token-1" not in repr(entry.token)
+
+
+async def test_prefetch_shares_the_back_off_with_requests(clock: FakeClock) -> None:
+    from service.prefetch import Prefetcher
+
+    source = FakeSource(clock)
+    cache = make_cache(source, clock)
+    prefetcher = Prefetcher(cache, [KEY], clock=clock)
+    await cache.lookup(*KEY)
+    source.error = errors.UpstreamUnavailable("down")
+    clock.advance(3600 - 200)
+    await cache.lookup(*KEY)  # a request-driven refresh fails and sets the back-off
+    await settle(cache)
+    calls = source.calls
+    runner = asyncio.create_task(prefetcher.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert source.calls == calls  # the prefetcher waited for the same retry_at

@@ -41,6 +41,8 @@ def test_environment_with_prefix_and_comma_lists(monkeypatch: pytest.MonkeyPatch
         ("TOKEN_BROKER_PREFETCH", "fleet-a"),
         ("TOKEN_BROKER_PREFETCH", "fleet-a/a/b/c"),
         ("TOKEN_BROKER_LOG_LEVEL", "loud"),
+        ("TOKEN_BROKER_ALLOWED_HOSTS", "broker.svc:8787"),
+        ("TOKEN_BROKER_ALLOWED_HOSTS", "http://broker.svc"),
         ("TOKEN_BROKER_REQUIRE_REQUEST_HEADER", "maybe"),
     ],
 )

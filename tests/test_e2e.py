@@ -117,6 +117,7 @@ async def test_unknown_path_and_method_get_json_errors(broker: Broker, emulator:
         ("unsupported_region", 502, "UnsupportedRegionException"),
         ("garbage", 502, "BadGateway"),
         ("garbage_json", 502, "BadGateway"),
+        ("bad_timestamp", 502, "BadGateway"),
         ("expired", 502, "BadGateway"),
         ("internal", 503, "InternalServiceException"),
         ("throttle", 503, "ThrottlingException"),

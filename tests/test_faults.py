@@ -98,7 +98,9 @@ async def broker(start_broker) -> AsyncIterator[Broker]:  # type: ignore[no-unty
         yield running
 
 
-@pytest.mark.parametrize("fault", ["internal", "throttle", "garbage", "garbage_json", "hang"])
+@pytest.mark.parametrize(
+    "fault", ["internal", "throttle", "garbage", "garbage_json", "bad_timestamp", "hang"]
+)
 async def test_fault(broker: Broker, emulator: Emulator, clock: FakeClock, fault: str) -> None:
     await the_story(
         broker, emulator, clock, lambda: emulator.set_fault(fault), lambda: emulator.set_fault(None)

@@ -71,6 +71,16 @@ async def test_upstream_calls_count_retries_and_errors(start_broker, emulator: E
     assert outcome(samples, "error") == 1
 
 
+async def test_unparseable_answers_are_counted_too(start_broker, emulator: Emulator) -> None:
+    emulator.set_fault("bad_timestamp")
+    async with start_broker(upstream_max_attempts=1) as broker:
+        assert (await broker.token()).status_code == 502
+        samples = await scrape(broker)
+    assert upstream_calls(samples) == emulator.calls == 1
+    assert samples[("token_broker_upstream_calls_total", (("result", "malformed"),))] == 1
+    assert outcome(samples, "error") == 1
+
+
 async def test_no_key_or_token_in_metrics(broker: Broker, emulator: Emulator) -> None:
     response = await broker.token("fleet-secretive", "compute-hidden")
     text = (await broker.client.get("/metrics")).text

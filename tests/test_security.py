@@ -13,6 +13,7 @@ import pytest
 
 from service.emulator import Emulator
 from tests.conftest import Broker
+from tests.helpers import RawConnection
 
 GUARD = {"X-Token-Broker-Request": "true"}
 
@@ -87,6 +88,7 @@ async def test_probes_and_metrics_need_no_header_and_any_host(guarded: Broker) -
         {"X-Forwarded-For": "203.0.113.9"},
         {"Forwarded": "for=203.0.113.9"},
         {"X-Forwarded-For": "127.0.0.1"},
+        {"Via": "1.1 squid"},
     ],
 )
 async def test_proxied_requests_are_refused(
@@ -220,3 +222,70 @@ def test_empty_or_unreadable_secret_file_stops_start_up(tmp_path: Path) -> None:
     if os.geteuid() != 0:  # root reads anything
         with pytest.raises(ValueError, match="cannot read"):
             RequestGuard(make_settings(auth_token_file=str(unreadable)))
+
+
+@pytest.mark.parametrize("where", ["url", "header"])
+async def test_huge_request_heads_are_cut_off_while_arriving(
+    broker: Broker, emulator: Emulator, where: str
+) -> None:
+    import asyncio
+
+    host, port = broker.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        if where == "url":
+            writer.write(b"GET /fleets/" + b"a" * 1_000_000)
+        else:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 1_000_000)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)  # read until it closes
+    except ConnectionResetError:
+        answer = b"HTTP/1.1 431"  # closed before we finished writing: refused all the same
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert (await broker.client.get("/healthz")).status_code == 200
+    assert emulator.calls == 0
+
+
+async def test_two_host_headers_are_refused(broker: Broker, emulator: Emulator) -> None:
+    await primed(broker, emulator)
+    connection = await RawConnection.open(broker.url)
+    try:
+        target = "/fleets/fleet-1/computes/compute-1/token"
+        status, body = await connection.get(target, {"Host": "evil.example"})  # plus localhost
+    finally:
+        await connection.close()
+    assert status == 403 and b"AuthToken" not in body
+    assert emulator.calls == 1
+
+
+async def test_no_redirect_echoes_the_host(broker: Broker, emulator: Emulator) -> None:
+    response = await broker.client.get(
+        "/fleets/fleet-1/computes/c/token/", headers={"Host": "evil.example"}
+    )
+    assert response.status_code in (400, 403, 404)
+    assert "location" not in response.headers
+    assert emulator.calls == 0
+
+
+async def test_unreadable_secret_file_keeps_the_last_secret(
+    start_broker, emulator: Emulator, tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("kept-secret")
+    async with start_broker(auth_token_file=str(secret_file)) as broker:
+        ok = {"Authorization": "Bearer kept-secret"}
+        assert (await broker.token(headers=ok)).status_code == 200
+        secret_file.unlink()
+        secret_file.mkdir()  # now a directory: reading it fails
+        for _ in range(2):
+            response = await broker.token(headers=ok)
+            assert response.status_code == 200
+            assert (await broker.token(headers={"Authorization": "Bearer x"})).status_code == 401
+        secret_file.rmdir()
+        secret_file.write_text("new-secret-after")
+        assert (
+            await broker.token(headers={"Authorization": "Bearer new-secret-after"})
+        ).status_code == 200
+    assert emulator.calls == 1
