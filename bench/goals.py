@@ -1,4 +1,4 @@
-"""The five measurements of issue 5, each against a reference taken in the same run."""
+"""Goals 1 to 3, the hit path, the cold burst and many keys, against references in the same run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import statistics
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -15,38 +16,15 @@ from pathlib import Path
 import load
 import wrk
 from procs import (
-    BROKER_ADDRESS,
     GUARD,
-    PYTHON,
     Child,
     Procs,
-    aws_env,
-    child_env,
     configure_emulator,
     emulator_calls,
     get,
-    wait_ok,
 )
 
 FLEET = "fleet-1"
-
-# A game server's launch script, with the broker: one GET, as the README's examples do.
-VIA_BROKER = """
-import json, sys, urllib.request
-request = urllib.request.Request(sys.argv[1], headers={"X-Token-Broker-Request": "true"})
-with urllib.request.urlopen(request, timeout=60) as answer:
-    assert json.load(answer)["AuthToken"]
-"""
-
-# The same game server without the broker: its own aioboto3 session, client and call.
-DIRECT = """
-import asyncio, sys, aioboto3
-async def main():
-    async with aioboto3.Session().client("gamelift") as gamelift:
-        answer = await gamelift.get_compute_auth_token(FleetId=sys.argv[1], ComputeName=sys.argv[2])
-    assert answer["AuthToken"]
-asyncio.run(main())
-"""
 
 
 @dataclass(frozen=True)
@@ -93,6 +71,10 @@ class Bench:
 
     # --- wrk, interleaved -------------------------------------------------------------------
 
+    def progress(self, message: str) -> None:
+        # stderr, so stdout is the table alone.
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
     def paths_file(self, name: str, paths: list[str]) -> Path:
         path = self.workdir / f"{name}.paths"
         path.write_text("\n".join(paths) + "\n")
@@ -106,8 +88,9 @@ class Bench:
             for url, paths in targets.values():
                 wrk.run(self.plan.wrk, url, paths, **{**run, "duration": 1})
         results: dict[str, list[wrk.WrkResult]] = {name: [] for name in targets}
-        for _ in range(self.plan.rounds):
+        for round_ in range(self.plan.rounds):
             for name, (url, paths) in targets.items():
+                self.progress(f"wrk {name}, round {round_ + 1} of {self.plan.rounds}")
                 results[name].append(wrk.run(self.plan.wrk, url, paths, **run))
         for name, runs in results.items():
             rps = ", ".join(f"{r.rps:,.0f}" for r in runs)
@@ -120,14 +103,16 @@ class Bench:
 
     # --- goals 1 and 3: the hit path, against references, and with many keys -----------------
 
-    def hit_path_and_keys(self) -> list[Row]:
+    def hit_path_and_keys(self, goals: set[str]) -> list[Row]:
+        """Goals 1 and 3 share a broker: goal 3's one-key figure is goal 1's broker, warmed."""
         _, emulator = self.procs.emulator()
         broker, url = self.procs.broker(emulator)
         self.spec = self.workdir / "hit.json"
         self.spec.write_text(json.dumps(fetch_hit(url + key_path(0))))
         one_key = self.paths_file("one-key", [key_path(0)])
-        rows = self.hit_path(url, one_key)
-        rows += self.many_keys(broker, url, emulator, one_key)
+        rows = self.hit_path(url, one_key) if "1" in goals else []
+        if "3" in goals:
+            rows += self.many_keys(broker, url, emulator, one_key)
         return rows
 
     def hit_path(self, broker_url: str, one_key: Path) -> list[Row]:
@@ -174,14 +159,15 @@ class Bench:
         # Key 0 is cached already; the others are misses, each one upstream call.
         paths = [key_path(i) for i in range(1, keys)]
         host, port = host_port(url)
-        statuses = asyncio.run(load.fill(host, port, paths, connections=32, timeout=300))
+        self.progress(f"goal 3: filling {keys:,} keys")
+        statuses = asyncio.run(load.fill(host, port, paths, connections=32, time_limit=300))
         if statuses != {200: keys - 1}:
             raise RuntimeError(f"filling {keys} keys: statuses {dict(statuses)}")
         entries = cache_entries(url)
         time.sleep(0.5)
         rss_after = broker.rss_mb()
         added = rss_after - rss_before
-        budget = 25 * keys / 10_000  # the issue's 25 MB per 10,000 keys, scaled in smoke runs
+        budget = 25.0  # MB, for 10,000 keys
         self.notes.append(
             f"goal 3: {entries} keys cached per /metrics; {emulator_calls(emulator) - calls_before}"
             f" upstream calls to fill them; RSS {rss_before:.1f} -> {rss_after:.1f} MB"
@@ -198,11 +184,14 @@ class Bench:
         runs = self.wrk_rounds({"one key": (url, one_key), f"{keys:,} keys": (url, many)})
         refetched = emulator_calls(emulator) - calls_before
         if refetched:
-            self.notes.append(f"goal 3: {refetched} upstream calls during the wrk runs (expected 0)")
+            self.notes.append(
+                f"goal 3: {refetched} upstream calls during the wrk runs (expected 0)"
+            )
         one = median([r.rps for r in runs["one key"]])
         spread = median([r.rps for r in runs[f"{keys:,} keys"]])
         ratio = spread / one
-        return rows + [
+        return [
+            *rows,
             Row("3", figure, f"{spread:,.0f} rps", f"{one:,.0f} rps", ratio, ">= 0.90",
                 ratio >= 0.9),
         ]  # fmt: skip
@@ -220,7 +209,8 @@ class Bench:
         host, port = host_port(url)
         path = "/fleets/fleet-1/computes/cold-burst/token"
         n = self.plan.burst
-        results = asyncio.run(load.burst(host, port, path, n, timeout=60))
+        self.progress(f"goal 2: {n:,} requests at once for one uncached key")
+        results = asyncio.run(load.burst(host, port, path, n, time_limit=60))
         calls = emulator_calls(emulator)
         ok = sum(1 for status, _ in results if status == 200)
         seconds = [s for _, s in results]
@@ -237,80 +227,9 @@ class Bench:
                 p99 / (latency * 1000), f"<= {limit:.0f} ms", p99 <= limit),
         ]  # fmt: skip
 
-    # --- goal 4: start-up and idle memory -----------------------------------------------------
-
-    def startup(self, emulator: str) -> list[Row]:
-        assert self.spec is not None
-        times: dict[str, list[float]] = {"broker": [], "bare": []}
-        rss: dict[str, list[float]] = {"broker": [], "bare": []}
-        env = child_env(**aws_env(emulator))
-        argv = {
-            "broker": ([PYTHON, "-m", "service", "--port", "0"], "/readyz", env),
-            "bare": ([PYTHON, str(Path(__file__).with_name("apps.py")), "bare", str(self.spec)],
-                     "/", None),
-        }  # fmt: skip
-        for _ in range(self.plan.startup_trials):
-            for name, (command, probe, child_environment) in argv.items():
-                started = time.perf_counter()
-                child = self.procs.server(name, command, child_environment)
-                try:
-                    url = child.wait_for_line(BROKER_ADDRESS).group(1)
-                    ready = wait_ok(url + probe, child, timeout=30)
-                    times[name].append(ready - started)
-                    time.sleep(1.0)  # idle: no request since the first 200
-                    rss[name].append(child.rss_mb())
-                finally:
-                    child.stop()
-        start, start_ref = median(times["broker"]), median(times["bare"])
-        idle, idle_ref = median(rss["broker"]), median(rss["bare"])
-        self.notes.append(
-            "goal 4: start-up s "
-            + ", ".join(f"{t:.2f}" for t in times["broker"])
-            + "; bare ASGI "
-            + ", ".join(f"{t:.2f}" for t in times["bare"])
-        )
-        return [
-            Row("4", "start-up to first 200 on /readyz", f"{start:.2f} s",
-                f"bare ASGI {start_ref:.2f} s", start / start_ref, "<= 2 s", start <= 2.0),
-            Row("4", "idle RSS after start-up", f"{idle:.1f} MB", f"bare ASGI {idle_ref:.1f} MB",
-                idle / idle_ref, "<= 90 MB", idle <= 90.0),
-        ]  # fmt: skip
-
-    # --- goal 5: N game servers, with and without the broker ----------------------------------
-
-    def many_processes(self, emulator: str) -> list[Row]:
-        n = self.plan.processes
-        _, url = self.procs.broker(emulator)  # fresh: the key is not cached yet
-        token_url = f"{url}/fleets/{FLEET}/computes/host-1/token"
-        configure_emulator(emulator, latency=self.plan.upstream_latency, reset_calls=True)
-        via_broker = self.run_all(n, [PYTHON, "-c", VIA_BROKER, token_url], child_env())
-        broker_calls = emulator_calls(emulator)
-        configure_emulator(emulator, reset_calls=True)
-        direct_env = child_env(**aws_env(emulator))
-        direct = self.run_all(n, [PYTHON, "-c", DIRECT, FLEET, "host-1"], direct_env)
-        direct_calls = emulator_calls(emulator)
-        return [
-            Row("5", f"{n} game servers: wall time", f"{via_broker:.2f} s",
-                f"direct aioboto3 {direct:.2f} s", via_broker / direct),
-            Row("5", f"{n} game servers: upstream calls", str(broker_calls),
-                f"direct aioboto3 {direct_calls}", broker_calls / max(direct_calls, 1)),
-        ]  # fmt: skip
-
-    def run_all(self, n: int, argv: list[str], env: dict[str, str]) -> float:
-        """Start n copies at once; the wall time until the last exits. All must succeed."""
-        started = time.perf_counter()
-        children = [self.procs.spawn("game-server", argv, env) for _ in range(n)]
-        deadline = started + 300
-        for child in children:
-            child.popen.wait(max(0.0, deadline - time.perf_counter()))
-        wall = time.perf_counter() - started
-        failed = [c for c in children if c.popen.returncode != 0]
-        if failed:
-            raise RuntimeError(f"{len(failed)} of {n} game servers failed:\n{failed[0].tail()}")
-        return wall
-
 
 # --- small helpers ----------------------------------------------------------------------------
+
 
 def host_port(url: str) -> tuple[str, int]:
     parts = urllib.parse.urlsplit(url)
@@ -326,7 +245,9 @@ def fetch_hit(url: str) -> dict[str, object]:
         # Not date (uvicorn adds its own) nor connection: urllib asks for close, and uvicorn says
         # so in its answer; a bare app replaying that would close every keep-alive connection.
         added_by_uvicorn = {"date", "connection", "server"}
-        headers = [[n.lower(), v] for n, v in answer.getheaders() if n.lower() not in added_by_uvicorn]
+        headers = [
+            [n.lower(), v] for n, v in answer.getheaders() if n.lower() not in added_by_uvicorn
+        ]
     return {"headers": headers, "body": body}
 
 

@@ -74,12 +74,12 @@ async def connect(host: str, port: int) -> Connection:
 
 
 async def burst(
-    host: str, port: int, path: str, n: int, timeout: float
+    host: str, port: int, path: str, n: int, time_limit: float
 ) -> list[tuple[int, float]]:
     """Open n connections, then send one request on each at once: [(status, seconds)]."""
     connections: list[Connection] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(time_limit):
             for start in range(0, n, 100):  # in batches, so the listen backlog never overflows
                 batch = min(100, n - start)
                 connections += await asyncio.gather(*(connect(host, port) for _ in range(batch)))
@@ -95,7 +95,7 @@ async def burst(
 
 
 async def fill(
-    host: str, port: int, paths: Iterable[str], connections: int, timeout: float
+    host: str, port: int, paths: Iterable[str], connections: int, time_limit: float
 ) -> collections.Counter[int]:
     """Request every path once over `connections` keep-alive connections; count the statuses."""
     todo = iter(paths)  # shared: each path is taken by exactly one worker
@@ -110,7 +110,7 @@ async def fill(
         finally:
             connection.close()
 
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(time_limit):
         await asyncio.gather(*(worker() for _ in range(connections)))
     return statuses
 

@@ -97,9 +97,17 @@ class Child:
 class Procs(contextlib.AbstractContextManager["Procs"]):
     """Owns every process the benchmark starts; all are stopped on exit, error or not."""
 
-    def __init__(self, workdir: Path, *, server_cpus: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        server_cpus: str | None = None,
+        broker_command: list[str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.server_cpus = server_cpus  # taskset list for servers, when pinning
+        # How to start the broker; `--port 0` is appended. Another command tries out a change.
+        self.broker_command = broker_command or [PYTHON, "-m", "service"]
         self._children: list[Child] = []
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
@@ -147,7 +155,7 @@ class Procs(contextlib.AbstractContextManager["Procs"]):
     def broker(self, emulator_url: str, **settings: str) -> tuple[Child, str]:
         """The broker as deployed (`python -m service`), against the emulator as its GameLift."""
         env = child_env(**aws_env(emulator_url), **settings)
-        child = self.server("broker", [PYTHON, "-m", "service", "--port", "0"], env)
+        child = self.server("broker", [*self.broker_command, "--port", "0"], env)
         url = child.wait_for_line(BROKER_ADDRESS).group(1)
         wait_ok(f"{url}/readyz", child)
         return child, url

@@ -63,7 +63,9 @@ def run(
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
     figures = json.loads(line.removeprefix("WRK_JSON "))
-    errors = {k: figures[k] for k in ("connect", "read", "write", "status", "timeout") if figures[k]}
+    errors = {
+        k: figures[k] for k in ("connect", "read", "write", "status", "timeout") if figures[k]
+    }
     if errors:
         # A run with refusals or socket errors measures something else than the hit path.
         raise RuntimeError(f"wrk against {url}: errors {errors} of {figures['requests']} requests")
