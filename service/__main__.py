@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from service import logs
 from service.app import create_app
 from service.config import Settings, describe_error
+from service.guard import SecretFile
 from service.server import (
     BrokerServer,
     bind_tcp,
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings()
     except ValidationError as exc:
         sys.exit(f"{PROG}: {describe_error(exc)}")
+    if settings.auth_token_file is not None:
+        try:  # the one setting that needs a file read; fail before anything starts
+            SecretFile(settings.auth_token_file)
+        except ValueError as exc:
+            sys.exit(f"{PROG}: invalid setting TOKEN_BROKER_AUTH_TOKEN_FILE: {exc}")
     if args.openapi:
         print(json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True))
         return
@@ -93,10 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         for sock in sockets:
             # uvicorn names its address only when it binds itself; with --port 0 it matters.
             log.info("listening", extra={"event": "listening", "address": describe(sock)})
-        try:
-            app = create_app(settings, upstream=upstream)
-        except ValueError as exc:  # the caller-secret file, the one setting read at start-up
-            sys.exit(f"{PROG}: invalid setting TOKEN_BROKER_AUTH_TOKEN_FILE: {exc}")
+        app = create_app(settings, upstream=upstream)
         server = BrokerServer(
             uvicorn_config(app, settings, host=args.host, port=args.port), app.state.lifecycle
         )

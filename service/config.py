@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The GameLift API's own patterns (FleetIdOrArn, ComputeNameOrArn), minus the ARN forms:
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
 
     require_request_header: bool = True
     allowed_hosts: CommaList = []
-    auth_token_file: FilePath | None = None
+    auth_token_file: Path | None = None  # read (and checked) at start-up by the guard
     allowed_fleets: CommaList = []
     max_inflight: int = Field(256, ge=1)
 
