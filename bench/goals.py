@@ -18,6 +18,7 @@ import wrk
 from procs import (
     GUARD,
     Child,
+    CpuMeter,
     Procs,
     configure_emulator,
     emulator_calls,
@@ -68,6 +69,7 @@ class Bench:
         self.workdir = workdir
         self.notes: list[str] = []
         self.spec: Path | None = None  # the broker's hit answer, for the reference apps
+        self.busy = 0.0  # the largest CPU share others took during a set of wrk rounds
 
     # --- wrk, interleaved -------------------------------------------------------------------
 
@@ -88,6 +90,7 @@ class Bench:
             for url, paths in targets.values():
                 wrk.run(self.plan.wrk, url, paths, **{**run, "duration": 1})
         results: dict[str, list[wrk.WrkResult]] = {name: [] for name in targets}
+        meter = CpuMeter(self.procs)
         for round_ in range(self.plan.rounds):
             for name, (url, paths) in targets.items():
                 self.progress(f"wrk {name}, round {round_ + 1} of {self.plan.rounds}")
@@ -96,6 +99,12 @@ class Bench:
             rps = ", ".join(f"{r.rps:,.0f}" for r in runs)
             p99 = ", ".join(f"{r.p99_ms:.1f}" for r in runs)
             self.notes.append(f"wrk rounds, {name}: rps {rps}; p99 ms {p99}")
+        others, stolen = meter.others()
+        self.busy = max(self.busy, others + stolen)
+        self.notes.append(
+            f"  meanwhile, other processes used {others:.0%} of the CPUs;"
+            f" the host stole {stolen:.0%}"
+        )
         return results
 
     def skipped_wrk_rows(self, goal: str, figures: list[str]) -> list[Row]:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -83,6 +84,14 @@ class Child:
                 return int(line.split()[1]) / 1024
         raise RuntimeError(f"no VmRSS for {self.name}")
 
+    def cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        # utime and stime, then the CPU of its own reaped children (taskset's, say).
+        return sum(int(x) for x in fields[11:15]) / CpuMeter.TICK
+
     def stop(self, grace: float = 10.0) -> None:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -92,6 +101,33 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
+
+
+class CpuMeter:
+    """How much CPU work on the machine was not ours: what makes a figure noisy here."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, procs: Procs) -> None:
+        self._procs = procs
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+        busy = (user + nice + system + irq + softirq) / self.TICK
+        ours = sum(child.cpu_seconds() for child in self._procs.live())
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):  # wrk runs are reaped
+            usage = resource.getrusage(who)
+            ours += usage.ru_utime + usage.ru_stime
+        return time.monotonic(), busy, ours, steal / self.TICK
+
+    def others(self) -> tuple[float, float]:
+        """Since this meter started: (share of all CPUs others used, share stolen by the host)."""
+        now, busy, ours, steal = self._sample()
+        then, busy0, ours0, steal0 = self._start
+        capacity = (now - then) * (os.cpu_count() or 1)
+        return max(0.0, (busy - busy0) - (ours - ours0)) / capacity, (steal - steal0) / capacity
 
 
 class Procs(contextlib.AbstractContextManager["Procs"]):
@@ -109,6 +145,9 @@ class Procs(contextlib.AbstractContextManager["Procs"]):
         # How to start the broker; `--port 0` is appended. Another command tries out a change.
         self.broker_command = broker_command or [PYTHON, "-m", "service"]
         self._children: list[Child] = []
+
+    def live(self) -> list[Child]:
+        return [child for child in self._children if child.popen.poll() is None]
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         log = self.workdir / f"{name}-{len(self._children)}.log"

@@ -88,7 +88,7 @@ def check_same_settings() -> list[str]:
     return [line.removeprefix("note: ") for line in out.stdout.splitlines()]
 
 
-def header(plan: Plan, args: argparse.Namespace, elapsed: float) -> list[str]:
+def header(plan: Plan, args: argparse.Namespace, elapsed: float, load: float) -> list[str]:
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
     wrk_line = (
         f"{wrk.version(plan.wrk)}: -t2 -c64 -d{plan.duration}s, {plan.rounds} round(s) "
@@ -100,7 +100,8 @@ def header(plan: Plan, args: argparse.Namespace, elapsed: float) -> list[str]:
     return [
         f"gamelift-token-broker benchmark{' (smoke)' if args.smoke else ''}, goals {args.goals}, "
         f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, took {elapsed:.0f} s",
-        f"machine: {os.cpu_count()} cores, {platform.platform()}; pinning: {pinning}",
+        f"machine: {os.cpu_count()} cores, {platform.platform()}; pinning: {pinning}; load "
+        f"average {load:.1f} at start",
         f"python {platform.python_version()} ({PYTHON}); {versions}",
         "servers: uvicorn, loop uvloop, http httptools, access log off, 1 worker, 1 process each;"
         f" broker: {args.broker or 'python -m service'} (git {git_head()})",
@@ -147,7 +148,7 @@ def run_goals(bench: Bench, goals: set[str]) -> list[Row]:
 
 def main() -> int:
     args = parse_args()
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()[0]
     # SIGTERM (a CI timeout) unwinds like Ctrl-C, so the finally clauses stop every server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_open_files_limit()
@@ -166,8 +167,13 @@ def main() -> int:
             rows = run_goals(bench, set(args.goals.split(",")))
     elapsed = time.monotonic() - started
     table_lines = table(rows, judged=not args.smoke)
-    print("\n".join([*header(plan, args, elapsed), *setting_notes, "", *table_lines, ""]))
+    print("\n".join([*header(plan, args, elapsed, load), *setting_notes, "", *table_lines, ""]))
     print("\n".join(bench.notes))
+    if bench.busy > 0.1:
+        print(
+            f"warning: other work took up to {bench.busy:.0%} of the CPUs during wrk rounds;"
+            " the wrk figures are noisy, rerun when the machine is idle"
+        )
     if args.smoke:
         return 0
     return 0 if all(row.ok is not False for row in rows) else 1
