@@ -35,8 +35,8 @@ PACKAGES = ("uvicorn", "uvloop", "httptools", "fastapi", "starlette", "aioboto3"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no thresholds, exit 0")
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (5)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved wrk rounds (5)")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run (3)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved wrk rounds (7)")
     parser.add_argument("--goals", default="1,2,3,4,5", help="which goals to run (1,2,3,4,5)")
     parser.add_argument("--wrk", help="the wrk binary (default: wrk on PATH)")
     parser.add_argument(
@@ -92,7 +92,7 @@ def header(plan: Plan, args: argparse.Namespace, elapsed: float, load: float) ->
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
     wrk_line = (
         f"{wrk.version(plan.wrk)}: -t2 -c64 -d{plan.duration}s, {plan.rounds} round(s) "
-        "interleaved, medians"
+        "interleaved; values are medians, ratios the median of per-round ratios"
         if plan.wrk
         else "wrk: not found, wrk rows skipped (" + wrk.INSTALL_HINT + ")"
     )
