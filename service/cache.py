@@ -94,6 +94,10 @@ class TokenCache:
         self._throttled_until = 0.0
         self._throttle_failures = 0
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def __len__(self) -> int:
         return len(self._entries)
 

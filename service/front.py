@@ -13,6 +13,7 @@ from itertools import chain
 from typing import Any
 
 from service import errors
+from service.cache import CacheEntry
 from service.config import is_valid_compute_name, is_valid_fleet_id
 from service.render import RenderedToken
 from service.routes import STARTED, error_response, wants_text
@@ -27,7 +28,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_PATH_BYTES = 4096
 MAX_HEADER_BYTES = 16384
 MAX_HEADER_COUNT = 64
-MAX_KNOWN_PATHS = 4096
+# The hit path remembers request header sets that passed every check; a few kinds of client
+# send a few sets. Small sets only, and few of them: callers choose the bytes.
+MAX_KNOWN_HEADER_SETS = 256
+MAX_KNOWN_HEADER_SET_BYTES = 2048
+
+Served = tuple[tuple[str, str], CacheEntry]  # the key a raw path names, and its entry last served
+HeaderSet = tuple[tuple[bytes, bytes], ...]
 
 
 def token_key(path: str) -> tuple[str, str] | None:
@@ -41,15 +48,50 @@ def token_key(path: str) -> tuple[str, str] | None:
 
 
 class Front:
-    def __init__(self, app: Any, *, serve_hits: bool = True) -> None:
+    def __init__(self, app: Any, *, serve_hits: bool = True, max_paths: int = 10_000) -> None:
         self.app = app  # the FastAPI app; its state holds the cache once the lifespan has run
         self._serve_hits = serve_hits
-        # Paths already parsed and validated, so a hit skips the two regexes. Only valid
-        # paths go in, and it is emptied when full, so a flood of paths cannot grow it.
-        self._keys: dict[str, tuple[str, str]] = {}
-        self._cache: Any = None  # bound from app.state on the first hit, once the lifespan ran
+        # Two memos make a repeated hit a few dict lookups; the first request of each kind takes
+        # the checked path, which fills them. Raw paths that were served, with the entry they
+        # were served: a path in here is well formed, within the size bound and of an allowed
+        # fleet, and its entry may be served until its refresh window.
+        self._served: dict[bytes, Served] = {}
+        self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
+        # Header sets that passed the size bounds and the guard -> (wants text, guard epoch).
+        self._passed: dict[HeaderSet, tuple[bool, object]] = {}
+        # Bound from app.state on the first token request, once the lifespan has run.
+        self._cache: Any = None
+        self._guard: Any = None
+        self._recorder: Any = None
+        self._clock: Callable[[], float] = time.time
+        self._epoch: Callable[[], object] | None = None
+        self._counts: dict[str, int] = {}
+        self._remember = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The hit path, inline: one coroutine or call less per request is measurable here.
+        if scope["type"] == "http":
+            served = self._served.get(scope.get("raw_path"))  # type: ignore[arg-type]
+            if served is not None and scope["method"] == "GET" and not scope["query_string"]:
+                passed = self._passed.get(tuple(scope["headers"]))
+                entry = served[1]
+                if (
+                    passed is not None
+                    and self._clock() < entry.refresh_at
+                    # With a caller secret, a verdict holds only while that secret does.
+                    and (self._epoch is None or passed[1] is self._epoch())
+                ):
+                    start, body = (
+                        entry.rendered.text_messages if passed[0] else entry.rendered.json_messages
+                    )
+                    await send(start)
+                    await send(body)
+                    self._counts["hit"] += 1
+                    return
+        await self._checked(scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request the memos do not answer: bounds, checks, then a hit or FastAPI."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -63,37 +105,48 @@ class Front:
             await response(scope, receive, send)
             return
         if self._serve_hits and scope["method"] == "GET":
-            # The hit path, inline: one coroutine less per request is measurable here.
-            path = scope["path"]
-            known = self._keys.get(path)
-            key = known or token_key(path)
+            key = token_key(scope["path"])
             if key is not None:
                 if self._cache is None:
-                    state = self.app.state
-                    self._cache, self._guard, self._recorder = (
-                        state.cache,
-                        state.guard,
-                        state.recorder,
-                    )
+                    self._bind(self.app.state)
                 entry = self._cache.peek(key)
+                # Taken before the check, so a secret rotated in between voids the verdict.
+                epoch = self._guard.epoch() if entry is not None else None
                 if entry is not None and self._allowed(scope["headers"], key[0]):
                     rendered: RenderedToken = entry.rendered
-                    start, body = rendered.json_messages
-                    for name, value in scope["headers"]:
-                        if name == b"accept":
-                            if wants_text(value.decode("latin-1")):
-                                start, body = rendered.text_messages
-                            break
+                    text = _wants_text(scope["headers"])
+                    start, body = rendered.text_messages if text else rendered.json_messages
                     await send(start)
                     await send(body)
                     self._recorder.served(key[0], key[1], "hit", started)
-                    if known is None:
-                        # Remembered only once served: refused or unknown paths cost nothing.
-                        if len(self._keys) >= MAX_KNOWN_PATHS:
-                            self._keys.clear()
-                        self._keys[path] = key
+                    if self._remember:
+                        self._remember_hit(scope, key, entry, text, epoch)
                     return
         await self.app(scope, receive, send)
+
+    def _bind(self, state: Any) -> None:
+        self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
+        self._clock = self._cache.clock
+        self._epoch = self._guard.epoch if self._guard.rotates else None
+        self._counts = self._recorder.counts
+        # Memo hits are counted, not logged; with a line per request they take the checked path.
+        self._remember = not self._recorder.logs_every_request
+
+    def _remember_hit(
+        self, scope: Scope, key: tuple[str, str], entry: CacheEntry, text: bool, epoch: object
+    ) -> None:
+        raw_path = scope.get("raw_path")
+        if raw_path is None or scope["query_string"]:
+            return
+        # Emptied when full, so a flood of distinct paths or header sets cannot grow them.
+        if len(self._served) >= self._max_paths:
+            self._served.clear()
+        self._served[raw_path] = (key, entry)
+        headers = tuple(scope["headers"])
+        if sum(map(len, chain.from_iterable(headers))) <= MAX_KNOWN_HEADER_SET_BYTES:
+            if len(self._passed) >= MAX_KNOWN_HEADER_SETS:
+                self._passed.clear()
+            self._passed[headers] = (text, epoch)
 
     def _allowed(self, headers: list[tuple[bytes, bytes]], fleet_id: str) -> bool:
         try:
@@ -101,6 +154,13 @@ class Front:
         except errors.BrokerError:
             return False  # FastAPI refuses it, with the same check, logged and counted there
         return True
+
+
+def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"accept":
+            return wants_text(value.decode("latin-1"))
+    return False
 
 
 def _oversized(scope: Scope) -> errors.BrokerError | None:

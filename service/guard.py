@@ -69,6 +69,16 @@ class RequestGuard:
         self._fleets = frozenset(settings.allowed_fleets)
         self._secret = SecretFile(settings.auth_token_file) if settings.auth_token_file else None
 
+    @property
+    def rotates(self) -> bool:
+        """Whether check() can change its verdict on the same request: only a secret rotates."""
+        return self._secret is not None
+
+    def epoch(self) -> object:
+        """The secret in force (None without one). A verdict of check() stands while this is
+        the same object: a new secret is a new object."""
+        return None if self._secret is None else self._secret.current()
+
     def check(self, headers: Iterable[tuple[bytes, bytes]], fleet_id: str) -> None:
         """Raise the error this request gets, or return if it may have a token.
 

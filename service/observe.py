@@ -16,13 +16,14 @@ _FIELD_MAX = 128
 
 class RequestRecorder:
     def __init__(self, metrics: Metrics, *, access_log: bool) -> None:
-        self._counts = metrics.requests
+        # Public for the hit path, which counts a hit inline when no line is due.
+        self.counts = metrics.requests
         # Off by default: hits are counted in metrics, and a line per hit would tax the hot path.
-        self._access_log = access_log
+        self.logs_every_request = access_log
 
     def served(self, fleet_id: str, compute_name: str, outcome: str, started: float) -> None:
-        self._counts[outcome] += 1
-        if self._access_log:
+        self.counts[outcome] += 1
+        if self.logs_every_request:
             log.info(
                 "token served",
                 extra=_fields(fleet_id, compute_name, 200, outcome, started),
@@ -42,7 +43,7 @@ class RequestRecorder:
         `count` is False for refusals that were not token requests (an oversized probe).
         """
         if count:
-            self._counts["error"] += 1
+            self.counts["error"] += 1
         fields = _fields(fleet_id, compute_name, error.status, "error", started)
         fields["code"] = error.code
         level = logging.WARNING if error.status >= 500 else logging.INFO

@@ -26,27 +26,27 @@ _REFUSAL = json.dumps(
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0
-        self._in_head = True
+        self._unparsed = 0  # bytes received since the last complete request head
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse()
-                return
-        super().data_received(data)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._head_bytes = 0
-        self._in_head = True
+        # One override, not three: this runs for every request. The count restarts when a head
+        # completes (uvicorn starts a new cycle then), so bytes after a head count towards the
+        # next one: a body over the bound is refused too, and the broker takes no bodies. The
+        # bytes of a chunk after a head that completes in it go uncounted, so the most ever
+        # buffered is twice the bound.
+        size = self._unparsed + len(data)
+        if size > MAX_HEAD_BYTES:
+            self._refuse()
+            return
+        self._unparsed = size
+        cycle = self.cycle
+        HttpToolsProtocol.data_received(self, data)
+        if self.cycle is not cycle:
+            self._unparsed = 0
 
     def _refuse(self) -> None:
+        if self.transport.is_closing():
+            return  # refused already; data may still arrive from the same read
         self.logger.warning("request head over %d bytes; connection closed", MAX_HEAD_BYTES)
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -56,4 +56,3 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n" + _REFUSAL
         )
         self.transport.close()
-        self._in_head = False  # nothing more is read from this connection

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,32 +49,38 @@ def token_body(token: Token) -> dict[str, str]:
     }
 
 
-def response_headers(body: bytes, content_type: str) -> Headers:
+# Ten thousand cached tokens share these: only a token's length and type shape its headers,
+# and uvicorn and Starlette only read them (PreRendered copies the list).
+@functools.cache
+def response_headers(length: int, content_type: str) -> Headers:
     # The order and spelling Starlette's Response gives, so both paths answer byte for byte alike.
     return [
         (b"cache-control", NO_STORE.encode()),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-length", str(length).encode()),
         (b"content-type", content_type.encode()),
     ]
 
 
-def asgi_messages(body: bytes, headers: Headers) -> tuple[dict[str, Any], dict[str, Any]]:
-    return (
-        {"type": "http.response.start", "status": 200, "headers": headers},
-        {"type": "http.response.body", "body": body},
-    )
+@functools.cache
+def response_start(length: int, content_type: str) -> dict[str, Any]:
+    headers = response_headers(length, content_type)
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
+def asgi_messages(body: bytes, content_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    start = response_start(len(body), content_type)
+    return start, {"type": "http.response.body", "body": body}
 
 
 def render_token(token: Token) -> RenderedToken:
-    json = orjson.dumps(token_body(token))
+    # A copy: orjson's result keeps the 4 KiB buffer it was written into, per cached token.
+    json = memoryview(orjson.dumps(token_body(token))).tobytes()
     text = token.auth_token.encode()
-    json_headers = response_headers(json, JSON_TYPE)
-    text_headers = response_headers(text, TEXT_TYPE)
     return RenderedToken(
         json=json,
         text=text,
-        json_headers=json_headers,
-        text_headers=text_headers,
-        json_messages=asgi_messages(json, json_headers),
-        text_messages=asgi_messages(text, text_headers),
+        json_headers=response_headers(len(json), JSON_TYPE),
+        text_headers=response_headers(len(text), TEXT_TYPE),
+        json_messages=asgi_messages(json, JSON_TYPE),
+        text_messages=asgi_messages(text, TEXT_TYPE),
     )

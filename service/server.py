@@ -51,7 +51,8 @@ def uvicorn_config(
         "server_header": False,
     }
     options.update(overrides)
-    return uvicorn.Config(Front(app, serve_hits=serve_hits), **options)
+    front = Front(app, serve_hits=serve_hits, max_paths=settings.cache_max_entries)
+    return uvicorn.Config(front, **options)
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:

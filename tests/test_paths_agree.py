@@ -27,7 +27,9 @@ async def answers(serve_hits: bool, clock: FakeClock) -> list[tuple[int, list, b
     async with run_server(server) as url:
         connection = await RawConnection.open(url)
         try:
-            for headers in (GUARD, GUARD, {**GUARD, "Accept": "text/plain"}, {}):
+            # Each three times: a miss or first hit, then hits the hit path answers from memory.
+            text = {**GUARD, "Accept": "text/plain"}
+            for headers in (GUARD, GUARD, GUARD, text, text, text, {}, GUARD):
                 status, body = await connection.get(PATH, headers)
                 seen.append((status, connection.last_headers, body))
         finally:
@@ -39,5 +41,5 @@ async def answers(serve_hits: bool, clock: FakeClock) -> list[tuple[int, list, b
 async def test_hit_path_and_framework_answer_alike() -> None:
     fast = await answers(True, FakeClock())
     framework = await answers(False, FakeClock())
-    assert [status for status, _, _ in fast] == [200, 200, 200, 403]
+    assert [status for status, _, _ in fast] == [200] * 6 + [403, 200]
     assert fast == framework

@@ -19,8 +19,11 @@ GUARD = {"X-Token-Broker-Request": "true"}
 
 
 async def primed(broker: Broker, emulator: Emulator, **headers: str) -> None:
-    response = await broker.token(headers={**GUARD, **headers})
-    assert response.status_code == 200, response.text
+    # A miss, a hit, and a remembered hit: the hit path's memos hold this path and these
+    # headers, so the refusals that follow prove a changed request is checked again.
+    for _ in range(3):
+        response = await broker.token(headers={**GUARD, **headers})
+        assert response.status_code == 200, response.text
     assert emulator.calls == 1
 
 
@@ -129,8 +132,9 @@ async def test_caller_secret(start_broker, emulator: Emulator, tmp_path: Path) -
     secret_file = tmp_path / "secret"
     secret_file.write_text("  first-secret\n")
     async with start_broker(auth_token_file=str(secret_file)) as broker:
-        ok = await broker.token(headers={"Authorization": "Bearer first-secret"})
-        assert ok.status_code == 200
+        for _ in range(3):  # a miss, a hit, a remembered hit
+            ok = await broker.token(headers={"Authorization": "Bearer first-secret"})
+            assert ok.status_code == 200
         for authorization in (None, "Bearer wrong", "Basic first-secret", "first-secret", "Bearer"):
             headers = {"Authorization": authorization} if authorization else {}
             response = await broker.token(headers=headers)
@@ -144,8 +148,15 @@ async def test_caller_secret(start_broker, emulator: Emulator, tmp_path: Path) -
         assert (
             await broker.token(headers={"Authorization": "Bearer first-secret"})
         ).status_code == 401
-        rotated = await broker.token(headers={"Authorization": "Bearer second-secret"})
-        assert rotated.status_code == 200
+        for _ in range(3):
+            rotated = await broker.token(headers={"Authorization": "Bearer second-secret"})
+            assert rotated.status_code == 200
+
+        # Rotated back by rename: the verdicts remembered for this secret were voided with it.
+        write_secret(secret_file, "first-secret")
+        assert (
+            await broker.token(headers={"Authorization": "Bearer second-secret"})
+        ).status_code == 401
 
         # Rewritten in place, same inode: the size and mtime change still tell.
         secret_file.write_text("third-secret-longer")
@@ -205,6 +216,29 @@ async def test_bad_path_flood_does_not_grow_state(broker: Broker, emulator: Emul
         await broker.client.get(f"/nope/{i}")
     assert len(broker.cache) == 1 and broker.cache.inflight == 0
     assert (await broker.client.get("/metrics")).text.count("\n") == before  # no new series
+    assert emulator.calls == 1
+
+
+async def test_hit_path_memos_stay_bounded(start_broker, emulator: Emulator) -> None:
+    # Every spelling of one path is served, and so remembered: a flood of spellings or of
+    # header sets must empty the memos, not grow them.
+    name = "abcdefghij"
+    async with start_broker(cache_max_entries=300) as broker:
+        connection = await RawConnection.open(broker.url)
+        try:
+            for i in range(400):
+                spelled = "".join(f"%{ord(c):02X}" if i >> n & 1 else c for n, c in enumerate(name))
+                status, _ = await connection.get(f"/fleets/fleet-1/computes/{spelled}/token")
+                assert status == 200
+            for i in range(300):
+                status, _ = await connection.get(
+                    f"/fleets/fleet-1/computes/{name}/token", {"X-Request-Id": str(i)}
+                )
+                assert status == 200
+        finally:
+            await connection.close()
+        front = broker.server.config.app
+        assert len(front._served) <= 300 and len(front._passed) <= 256
     assert emulator.calls == 1
 
 
