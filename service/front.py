@@ -81,11 +81,13 @@ class Front:
                     # With a caller secret, a verdict holds only while that secret does.
                     and (self._epoch is None or passed[1] is self._epoch())
                 ):
-                    start, body = (
-                        entry.rendered.text_messages if passed[0] else entry.rendered.json_messages
-                    )
-                    await send(start)
-                    await send(body)
+                    rendered = entry.rendered
+                    if passed[0]:
+                        await send(rendered.text_start)
+                        await send({"type": "http.response.body", "body": rendered.text})
+                    else:
+                        await send(rendered.json_start)
+                        await send({"type": "http.response.body", "body": rendered.json})
                     self._counts["hit"] += 1
                     return
         await self._checked(scope, receive, send)
@@ -115,9 +117,9 @@ class Front:
                 if entry is not None and self._allowed(scope["headers"], key[0]):
                     rendered: RenderedToken = entry.rendered
                     text = _wants_text(scope["headers"])
-                    start, body = rendered.text_messages if text else rendered.json_messages
-                    await send(start)
-                    await send(body)
+                    await send(rendered.text_start if text else rendered.json_start)
+                    body = rendered.text if text else rendered.json
+                    await send({"type": "http.response.body", "body": body})
                     self._recorder.served(key[0], key[1], "hit", started)
                     if self._remember:
                         self._remember_hit(scope, key, entry, text, epoch)

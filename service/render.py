@@ -21,12 +21,18 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 class RenderedToken:
     json: bytes  # the API's own shape, as GetComputeAuthToken answers it
     text: bytes  # the bare token, for TOKEN=$(curl ...) in launch scripts
-    json_headers: Headers
-    text_headers: Headers
-    # The ASGI messages themselves, for the hit path: uvicorn only reads them, so one pair
-    # serves every hit on this token.
-    json_messages: tuple[dict[str, Any], dict[str, Any]]
-    text_messages: tuple[dict[str, Any], dict[str, Any]]
+    # The hit path's http.response.start messages, shared by every token of the same length;
+    # its body message is built per hit (cheaper than holding two dicts per cached token).
+    json_start: dict[str, Any]
+    text_start: dict[str, Any]
+
+    @property
+    def json_headers(self) -> Headers:
+        return self.json_start["headers"]  # type: ignore[no-any-return]
+
+    @property
+    def text_headers(self) -> Headers:
+        return self.text_start["headers"]  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return "RenderedToken(<secret>)"  # every field holds the token
@@ -49,27 +55,18 @@ def token_body(token: Token) -> dict[str, str]:
     }
 
 
-# Ten thousand cached tokens share these: only a token's length and type shape its headers,
-# and uvicorn and Starlette only read them (PreRendered copies the list).
-@functools.cache
-def response_headers(length: int, content_type: str) -> Headers:
+# Ten thousand cached tokens share these: only a token's length and type shape the start of
+# its answer, and uvicorn and Starlette only read it (PreRendered copies the headers). Lengths
+# are bounded by the API's name limits, so the memo is small.
+@functools.lru_cache(maxsize=4096)
+def response_start(length: int, content_type: str) -> dict[str, Any]:
     # The order and spelling Starlette's Response gives, so both paths answer byte for byte alike.
-    return [
+    headers = [
         (b"cache-control", NO_STORE.encode()),
         (b"content-length", str(length).encode()),
         (b"content-type", content_type.encode()),
     ]
-
-
-@functools.cache
-def response_start(length: int, content_type: str) -> dict[str, Any]:
-    headers = response_headers(length, content_type)
     return {"type": "http.response.start", "status": 200, "headers": headers}
-
-
-def asgi_messages(body: bytes, content_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    start = response_start(len(body), content_type)
-    return start, {"type": "http.response.body", "body": body}
 
 
 def render_token(token: Token) -> RenderedToken:
@@ -79,8 +76,6 @@ def render_token(token: Token) -> RenderedToken:
     return RenderedToken(
         json=json,
         text=text,
-        json_headers=response_headers(len(json), JSON_TYPE),
-        text_headers=response_headers(len(text), TEXT_TYPE),
-        json_messages=asgi_messages(json, JSON_TYPE),
-        text_messages=asgi_messages(text, TEXT_TYPE),
+        json_start=response_start(len(json), JSON_TYPE),
+        text_start=response_start(len(text), TEXT_TYPE),
     )
