@@ -13,10 +13,10 @@ from itertools import chain
 from typing import Any
 
 from service import errors
-from service.cache import CacheEntry
+from service.cache import CacheEntry, Key, Outcome
 from service.config import is_valid_compute_name, is_valid_fleet_id
 from service.render import RenderedToken
-from service.routes import STARTED, error_response, wants_text
+from service.routes import STARTED, error_response, token_error, wants_text
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -33,11 +33,11 @@ MAX_HEADER_COUNT = 64
 MAX_KNOWN_HEADER_SETS = 256
 MAX_KNOWN_HEADER_SET_BYTES = 2048
 
-Served = tuple[tuple[str, str], CacheEntry]  # the key a raw path names, and its entry last served
+Served = tuple[Key, CacheEntry]  # the key a raw path names, and its entry last served
 HeaderSet = tuple[tuple[bytes, bytes], ...]
 
 
-def token_key(path: str) -> tuple[str, str] | None:
+def token_key(path: str) -> Key | None:
     """(fleet, compute) if `path` is a well-formed token path, else None."""
     if not (path.startswith("/fleets/") and path.endswith("/token")):
         return None
@@ -48,9 +48,10 @@ def token_key(path: str) -> tuple[str, str] | None:
 
 
 class Front:
-    def __init__(self, app: Any, *, serve_hits: bool = True, max_paths: int = 10_000) -> None:
+    def __init__(self, app: Any, *, serve_tokens: bool = True, max_paths: int = 10_000) -> None:
         self.app = app  # the FastAPI app; its state holds the cache once the lifespan has run
-        self._serve_hits = serve_hits
+        # False leaves every request to FastAPI: the tests run both ways and compare.
+        self._serve_tokens = serve_tokens
         # Two memos make a repeated hit a few dict lookups; the first request of each kind takes
         # the checked path, which fills them. Raw paths that were served, with the entry they
         # were served: a path in here is well formed, within the size bound and of an allowed
@@ -106,25 +107,44 @@ class Front:
             response = error_response(refusal.status, refusal.code, refusal.message)
             await response(scope, receive, send)
             return
-        if self._serve_hits and scope["method"] == "GET":
+        if self._serve_tokens and scope["method"] == "GET":
             key = token_key(scope["path"])
             if key is not None:
-                if self._cache is None:
-                    self._bind(self.app.state)
-                entry = self._cache.peek(key)
-                # Taken before the check, so a secret rotated in between voids the verdict.
-                epoch = self._guard.epoch() if entry is not None else None
-                if entry is not None and self._allowed(scope["headers"], key[0]):
-                    rendered: RenderedToken = entry.rendered
-                    text = _wants_text(scope["headers"])
-                    await send(rendered.text_start if text else rendered.json_start)
-                    body = rendered.text if text else rendered.json
-                    await send({"type": "http.response.body", "body": body})
-                    self._recorder.served(key[0], key[1], "hit", started)
-                    if self._remember:
-                        self._remember_hit(scope, key, entry, text, epoch)
-                    return
+                await self._token(scope, receive, send, key, started)
+                return
         await self.app(scope, receive, send)
+
+    async def _token(
+        self, scope: Scope, receive: Receive, send: Send, key: Key, started: float
+    ) -> None:
+        """A well-formed token request, answered as the FastAPI route answers it.
+
+        Misses and collapsed waiters come here too: a thousand game servers asking for a new
+        key at once must not each pay for routing while the one upstream call waits its turn
+        on the loop.
+        """
+        if self._cache is None:
+            self._bind(self.app.state)
+        headers = scope["headers"]
+        entry = self._cache.peek(key)
+        outcome = Outcome.HIT
+        # Taken before the check, so a secret rotated in between voids the verdict.
+        epoch = self._guard.epoch() if entry is not None else None
+        try:
+            self._guard.check(headers, key[0])
+            if entry is None:
+                entry, outcome = await self._cache.lookup(*key)
+        except Exception as exc:  # mapped to its answer in one place, for the route too
+            response = token_error(self._recorder, key, exc, started)
+            await response(scope, receive, send)
+            return
+        rendered: RenderedToken = entry.rendered
+        text = _wants_text(headers)
+        await send(rendered.text_start if text else rendered.json_start)
+        await send({"type": "http.response.body", "body": rendered.text if text else rendered.json})
+        self._recorder.served(key[0], key[1], outcome, started)
+        if outcome is Outcome.HIT and self._remember:
+            self._remember_hit(scope, key, entry, text, epoch)
 
     def _bind(self, state: Any) -> None:
         self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
@@ -135,7 +155,7 @@ class Front:
         self._remember = not self._recorder.logs_every_request
 
     def _remember_hit(
-        self, scope: Scope, key: tuple[str, str], entry: CacheEntry, text: bool, epoch: object
+        self, scope: Scope, key: Key, entry: CacheEntry, text: bool, epoch: object
     ) -> None:
         raw_path = scope.get("raw_path")
         if raw_path is None or scope["query_string"]:
@@ -149,13 +169,6 @@ class Front:
             if len(self._passed) >= MAX_KNOWN_HEADER_SETS:
                 self._passed.clear()
             self._passed[headers] = (text, epoch)
-
-    def _allowed(self, headers: list[tuple[bytes, bytes]], fleet_id: str) -> bool:
-        try:
-            self._guard.check(headers, fleet_id)
-        except errors.BrokerError:
-            return False  # FastAPI refuses it, with the same check, logged and counted there
-        return True
 
 
 def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:

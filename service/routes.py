@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
 from service.config import is_valid_compute_name, is_valid_fleet_id
+from service.observe import RequestRecorder
 from service.render import NO_STORE, RenderedToken
 
 log = logging.getLogger("service.routes")
@@ -152,16 +153,30 @@ def error_response(
     )
 
 
+def token_error(
+    recorder: RequestRecorder, key: tuple[str, str], exc: Exception, started: float
+) -> Response:
+    """A token request's failure as its answer, counted and logged: for the route and the front."""
+    error = exc if isinstance(exc, errors.BrokerError) else _internal(exc)
+    recorder.refused(key[0], key[1], error, started)
+    return error_response(error.status, error.code, error.message, error.headers())
+
+
+def _internal(exc: Exception) -> errors.BrokerError:
+    # A bug, not a GameLift outcome. Log the type only: a message could quote anything.
+    log.error("unhandled error", extra={"event": "error", "error": type(exc).__name__})
+    return errors.BrokerError("internal error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves as {"error": {"code", "message"}}."""
 
     async def broker_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.BrokerError)
         params = request.path_params
-        if "fleet_id" in params:  # a token request: count it, and log the refusal
-            request.app.state.recorder.refused(
-                params["fleet_id"], params.get("compute_name", ""), exc, started_at(request)
-            )
+        if "fleet_id" in params:
+            key = (params["fleet_id"], params.get("compute_name", ""))
+            return token_error(request.app.state.recorder, key, exc, started_at(request))
         return error_response(exc.status, exc.code, exc.message, exc.headers())
 
     async def validation_error(_request: Request, _exc: Exception) -> Response:
@@ -174,14 +189,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
     async def unexpected_error(request: Request, exc: Exception) -> Response:
-        # A bug, not a GameLift outcome. Log the type only: a message could quote anything.
-        log.error("unhandled error", extra={"event": "error", "error": type(exc).__name__})
-        error = errors.BrokerError("internal error")
         params = request.path_params
         if "fleet_id" in params:
-            request.app.state.recorder.refused(
-                params["fleet_id"], params.get("compute_name", ""), error, started_at(request)
-            )
+            key = (params["fleet_id"], params.get("compute_name", ""))
+            return token_error(request.app.state.recorder, key, exc, started_at(request))
+        error = _internal(exc)
         return error_response(error.status, error.code, error.message)
 
     app.add_exception_handler(errors.BrokerError, broker_error)

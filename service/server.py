@@ -35,7 +35,7 @@ class BrokerServer(uvicorn.Server):
 
 
 def uvicorn_config(
-    app: Any, settings: Settings, *, serve_hits: bool = True, **overrides: Any
+    app: Any, settings: Settings, *, serve_tokens: bool = True, **overrides: Any
 ) -> uvicorn.Config:
     """uvicorn's settings for the broker, with the hit path in front of the FastAPI app."""
     options: dict[str, Any] = {
@@ -51,7 +51,7 @@ def uvicorn_config(
         "server_header": False,
     }
     options.update(overrides)
-    front = Front(app, serve_hits=serve_hits, max_paths=settings.cache_max_entries)
+    front = Front(app, serve_tokens=serve_tokens, max_paths=settings.cache_max_entries)
     return uvicorn.Config(front, **options)
 
 

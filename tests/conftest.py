@@ -103,15 +103,16 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**{**defaults, **overrides})
 
 
-@pytest.fixture(params=[True, False], ids=["hit-path", "framework-only"])
-def serve_hits(request: pytest.FixtureRequest) -> bool:
-    """Every broker test runs twice: with the raw hit path in front, and without it."""
+@pytest.fixture(params=[True, False], ids=["front", "framework-only"])
+def serve_tokens(request: pytest.FixtureRequest) -> bool:
+    """Every broker test runs twice: token requests answered by the raw ASGI front (as
+    deployed), and all of them left to the FastAPI route."""
     return bool(request.param)
 
 
 @pytest.fixture
 async def start_broker(
-    emulator: Emulator, clock: FakeClock, serve_hits: bool
+    emulator: Emulator, clock: FakeClock, serve_tokens: bool
 ) -> AsyncIterator[Callable[..., Any]]:
     """`async with start_broker(**settings) as broker`: the real aioboto3 client to the emulator."""
 
@@ -127,7 +128,7 @@ async def start_broker(
             ),
             clock=clock,
         )
-        config = uvicorn_config(app, settings, serve_hits=serve_hits)
+        config = uvicorn_config(app, settings, serve_tokens=serve_tokens)
         server = BrokerServer(config, app.state.lifecycle)
         async with run_server(server) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:

@@ -1,4 +1,4 @@
-"""The raw hit path and the FastAPI route answer a hit byte for byte alike."""
+"""The raw ASGI front and the FastAPI route answer token requests byte for byte alike."""
 
 from __future__ import annotations
 
@@ -6,40 +6,67 @@ from contextlib import nullcontext
 
 import uvicorn
 
+from service import errors
 from service.app import create_app
 from service.server import BrokerServer, uvicorn_config
 from tests.conftest import make_settings, run_server
-from tests.helpers import FakeClock, FakeSource, RawConnection
+from tests.helpers import FakeClock, FakeSource, RawConnection, eventually
 
 PATH = "/fleets/fleet-1/computes/task-1/container-2/token"
+OTHER = "/fleets/fleet-1/computes/other/token"
 GUARD = {"X-Token-Broker-Request": "true"}
 
 
-async def answers(serve_hits: bool, clock: FakeClock) -> list[tuple[int, list, bytes]]:
+async def answers(serve_tokens: bool) -> list[tuple[int, list, bytes]]:
+    clock = FakeClock()
     settings = make_settings(require_request_header=True)
     source = FakeSource(clock)
     app = create_app(settings, upstream=lambda _hooks: nullcontext(source), clock=clock)
     server: uvicorn.Server = BrokerServer(
-        uvicorn_config(app, settings, serve_hits=serve_hits, date_header=False),
+        uvicorn_config(app, settings, serve_tokens=serve_tokens, date_header=False),
         app.state.lifecycle,
     )
     seen = []
     async with run_server(server) as url:
         connection = await RawConnection.open(url)
-        try:
-            # Each three times: a miss or first hit, then hits the hit path answers from memory.
-            text = {**GUARD, "Accept": "text/plain"}
-            for headers in (GUARD, GUARD, GUARD, text, text, text, {}, GUARD):
-                status, body = await connection.get(PATH, headers)
+
+        async def get(path: str, headers: dict[str, str], times: int = 1) -> None:
+            for _ in range(times):
+                status, body = await connection.get(path, headers)
                 seen.append((status, connection.last_headers, body))
+
+        try:
+            # Each three times: a miss or a first hit, then hits answered from memory.
+            text = {**GUARD, "Accept": "text/plain"}
+            await get(PATH, GUARD, 3)
+            await get(PATH, text, 3)
+            await get(PATH, {})  # refused: no guard header
+            await get(PATH, {**GUARD, "Host": "evil.example"})  # refused: two Host headers
+            await get("/fleets/fleet-1/computes/bad_name/token", GUARD)  # 400
+            await get(PATH + "?x=1", GUARD)
+            # Upstream failures on a key with nothing cached: mapped alike, Retry-After too.
+            source.error = errors.UpstreamNotFound("no such compute")
+            await get(OTHER, GUARD)
+            source.error = RuntimeError("a bug in the source")
+            await get(OTHER, GUARD)
+            source.error = None
+            # The refresh window: the cached token, and one refresh behind it.
+            clock.advance(3600 - 100)
+            await get(PATH, GUARD)
+            await eventually(lambda: app.state.cache.inflight == 0)
+            await get(PATH, GUARD, 2)
+            source.error = errors.UpstreamThrottled("slow down")
+            await get(OTHER, GUARD)
         finally:
             await connection.close()
-    assert source.calls == 1
+    assert source.calls == 5
     return seen
 
 
-async def test_hit_path_and_framework_answer_alike() -> None:
-    fast = await answers(True, FakeClock())
-    framework = await answers(False, FakeClock())
-    assert [status for status, _, _ in fast] == [200] * 6 + [403, 200]
-    assert fast == framework
+async def test_front_and_framework_answer_alike() -> None:
+    front = await answers(True)
+    framework = await answers(False)
+    statuses = [status for status, _, _ in front]
+    assert statuses == [200] * 6 + [403, 403, 400, 200, 404, 502, 200, 200, 200, 503]
+    assert front[-4][2] == front[0][2] and front[-3][2] != front[0][2]  # stale, then renewed
+    assert front == framework
