@@ -1,8 +1,11 @@
-"""The raw ASGI layer in front of FastAPI: request size bounds, and cache hits served as bytes.
+"""The raw ASGI layer in front of FastAPI: request size bounds, and token requests answered.
 
-A hit needs no routing, validation models or serialisation: the token's answer was rendered
-when it was cached. Everything that is not a plain hit (misses, refresh windows, refusals,
-probes, metrics, docs) goes on to FastAPI, which owns the route and its documentation.
+A token answer needs no routing, validation models or serialisation: it was rendered when the
+token was cached. A hit seen before (same raw path, same header set, token still fresh) is a
+few dict lookups; any other well-formed token request (a first hit, a miss, a collapsed waiter,
+a refusal) passes the same checks as the FastAPI route and gets the same answer. Everything
+else (malformed paths, probes, metrics, docs) goes on to FastAPI, which owns the route and its
+documentation, and answers every request itself when the front is told not to.
 """
 
 from __future__ import annotations
