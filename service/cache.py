@@ -66,6 +66,35 @@ class CachePolicy:
     deadline: float = 10.0
 
 
+class _Entries(TLRUCache[Key, CacheEntry]):
+    """The TLRU, with the same entries in a plain dict beside it.
+
+    A dict lookup is all a remembered hit can afford (front.py); the TLRU's own lookup costs a
+    few microseconds. Every way an entry leaves (replaced, evicted, expired) passes one of these.
+    """
+
+    def __init__(self, maxsize: int, ttu: Any, timer: Clock) -> None:
+        super().__init__(maxsize=maxsize, ttu=ttu, timer=timer)
+        self.held: dict[Key, CacheEntry] = {}
+
+    def __setitem__(self, key: Key, value: CacheEntry) -> None:  # type: ignore[override]
+        super().__setitem__(key, value)
+        if key in self:  # not stored if it had already expired
+            self.held[key] = value
+        else:
+            self.held.pop(key, None)
+
+    def __delitem__(self, key: Key) -> None:  # type: ignore[override]
+        self.held.pop(key, None)  # first: the TLRU raises KeyError after removing an expired one
+        super().__delitem__(key)
+
+    def expire(self, time: Any = None) -> Any:
+        expired = super().expire(time)
+        for key, _ in expired:
+            self.held.pop(key, None)
+        return expired
+
+
 class TokenCache:
     """Serves tokens from memory; fetches through `source` at most once per key at a time."""
 
@@ -83,9 +112,7 @@ class TokenCache:
         self._clock = clock
         self._render = render
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._entries: TLRUCache[Key, CacheEntry] = TLRUCache(
-            maxsize=policy.max_entries, ttu=_serve_until, timer=clock
-        )
+        self._entries = _Entries(maxsize=policy.max_entries, ttu=_serve_until, timer=clock)
         # One task per key being fetched. Waiters shield it; it removes itself when done, so an
         # error is shared by the callers of that one attempt but never cached.
         self._inflight: dict[Key, asyncio.Task[CacheEntry]] = {}
@@ -97,6 +124,12 @@ class TokenCache:
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    @property
+    def held(self) -> dict[Key, CacheEntry]:
+        """The entries held now, by key, for reading only: a token past its refresh_at may be
+        among them, so check that as peek() does. Reading it is not a use in LRU terms."""
+        return self._entries.held
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -36,7 +36,9 @@ MAX_HEADER_COUNT = 64
 MAX_KNOWN_HEADER_SETS = 256
 MAX_KNOWN_HEADER_SET_BYTES = 2048
 
-Served = tuple[Key, CacheEntry]  # the key a raw path names, and its entry last served
+# A remembered hit tells the cache it was a use at most this often per path, so the TLRU's LRU
+# order still ranks keys by use without paying for its lookup on every hit.
+TOUCH_SECONDS = 1.0
 HeaderSet = tuple[tuple[bytes, bytes], ...]
 
 
@@ -50,15 +52,25 @@ def token_key(path: str) -> Key | None:
     return None
 
 
+class Served:
+    """A raw path that was served a hit: the key it names, and when to next tell the cache."""
+
+    __slots__ = ("key", "touch_at")
+
+    def __init__(self, key: Key, touch_at: float) -> None:
+        self.key = key
+        self.touch_at = touch_at
+
+
 class Front:
     def __init__(self, app: Any, *, serve_tokens: bool = True, max_paths: int = 10_000) -> None:
         self.app = app  # the FastAPI app; its state holds the cache once the lifespan has run
         # False leaves every request to FastAPI: the tests run both ways and compare.
         self._serve_tokens = serve_tokens
         # Two memos make a repeated hit a few dict lookups; the first request of each kind takes
-        # the checked path, which fills them. Raw paths that were served, with the entry they
-        # were served: a path in here is well formed, within the size bound and of an allowed
-        # fleet, and its entry may be served until its refresh window.
+        # the checked path, which fills them. Raw paths that were served a hit: a path in here
+        # is well formed, within the size bound and of an allowed fleet. The entry itself comes
+        # from the cache each time, so a replaced or evicted one is never served.
         self._served: dict[bytes, Served] = {}
         self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
         # Header sets that passed the size bounds and the guard -> (wants text, guard epoch).
@@ -67,6 +79,7 @@ class Front:
         self._cache: Any = None
         self._guard: Any = None
         self._recorder: Any = None
+        self._held: dict[Key, CacheEntry] = {}
         self._clock: Callable[[], float] = time.time
         self._epoch: Callable[[], object] | None = None
         self._counts: dict[str, int] = {}
@@ -78,13 +91,18 @@ class Front:
             served = self._served.get(scope.get("raw_path"))  # type: ignore[arg-type]
             if served is not None and scope["method"] == "GET" and not scope["query_string"]:
                 passed = self._passed.get(tuple(scope["headers"]))
-                entry = served[1]
+                entry = self._held.get(served.key)
+                now = self._clock()
                 if (
                     passed is not None
-                    and self._clock() < entry.refresh_at
+                    and entry is not None
+                    and now < entry.refresh_at
                     # With a caller secret, a verdict holds only while that secret does.
                     and (self._epoch is None or passed[1] is self._epoch())
                 ):
+                    if now >= served.touch_at:
+                        self._cache.peek(served.key)  # a use, in the TLRU's LRU order
+                        served.touch_at = now + TOUCH_SECONDS
                     rendered = entry.rendered
                     if passed[0]:
                         await send(rendered.text_start)
@@ -147,26 +165,25 @@ class Front:
         await send({"type": "http.response.body", "body": rendered.text if text else rendered.json})
         self._recorder.served(key[0], key[1], outcome, started)
         if outcome is Outcome.HIT and self._remember:
-            self._remember_hit(scope, key, entry, text, epoch)
+            self._remember_hit(scope, key, text, epoch)
 
     def _bind(self, state: Any) -> None:
         self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
+        self._held = self._cache.held
         self._clock = self._cache.clock
         self._epoch = self._guard.epoch if self._guard.rotates else None
         self._counts = self._recorder.counts
         # Memo hits are counted, not logged; with a line per request they take the checked path.
         self._remember = not self._recorder.logs_every_request
 
-    def _remember_hit(
-        self, scope: Scope, key: Key, entry: CacheEntry, text: bool, epoch: object
-    ) -> None:
+    def _remember_hit(self, scope: Scope, key: Key, text: bool, epoch: object) -> None:
         raw_path = scope.get("raw_path")
         if raw_path is None or scope["query_string"]:
             return
         # Emptied when full, so a flood of distinct paths or header sets cannot grow them.
         if len(self._served) >= self._max_paths:
             self._served.clear()
-        self._served[raw_path] = (key, entry)
+        self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
         headers = tuple(scope["headers"])
         if sum(map(len, chain.from_iterable(headers))) <= MAX_KNOWN_HEADER_SET_BYTES:
             if len(self._passed) >= MAX_KNOWN_HEADER_SETS:

@@ -379,3 +379,33 @@ async def test_prefetch_shares_the_back_off_with_requests(clock: FakeClock) -> N
     with pytest.raises(asyncio.CancelledError):
         await runner
     assert source.calls == calls  # the prefetcher waited for the same retry_at
+
+
+async def test_held_mirrors_the_tlru_through_every_way_out(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    # The hit path reads `held` instead of the TLRU: it must never keep what the TLRU let go.
+    cache = make_cache(source, clock, max_entries=2)
+
+    def tlru() -> dict:
+        return {key: cache.entry(key) for key in [("f-1", "a"), ("f-1", "b"), ("f-1", "c")]}
+
+    def agree() -> None:
+        assert cache.held == {k: v for k, v in tlru().items() if v is not None}
+
+    await cache.lookup("f-1", "a")
+    await cache.lookup("f-1", "b")
+    agree()
+    assert len(cache.held) == 2
+    await cache.lookup("f-1", "a")  # a use: b is now the least recently used
+    await cache.lookup("f-1", "c")  # evicts b
+    agree()
+    assert set(cache.held) == {("f-1", "a"), ("f-1", "c")}
+    old = cache.held[("f-1", "a")]
+    await cache.refresh(("f-1", "a"))  # replaced
+    agree()
+    assert cache.held[("f-1", "a")] is not old
+    clock.advance(3600)  # both past their minimum validity
+    await cache.lookup("f-1", "b")  # the store runs the TLRU's expiry
+    agree()
+    assert set(cache.held) == {("f-1", "b")}

@@ -14,6 +14,7 @@ from tests.helpers import FakeClock, FakeSource, RawConnection, eventually
 
 PATH = "/fleets/fleet-1/computes/task-1/container-2/token"
 OTHER = "/fleets/fleet-1/computes/other/token"
+A, B, C = (f"/fleets/fleet-1/computes/{name}/token" for name in "abc")
 GUARD = {"X-Token-Broker-Request": "true"}
 
 
@@ -70,3 +71,42 @@ async def test_front_and_framework_answer_alike() -> None:
     assert statuses == [200] * 6 + [403, 403, 400, 200, 404, 502, 200, 200, 200, 503]
     assert front[-4][2] == front[0][2] and front[-3][2] != front[0][2]  # stale, then renewed
     assert front == framework
+
+
+async def evictions(serve_tokens: bool) -> tuple[list[bytes], int]:
+    clock = FakeClock()
+    settings = make_settings(cache_max_entries=2)
+    source = FakeSource(clock)
+    app = create_app(settings, upstream=lambda _hooks: nullcontext(source), clock=clock)
+    server: uvicorn.Server = BrokerServer(
+        uvicorn_config(app, settings, serve_tokens=serve_tokens, date_header=False),
+        app.state.lifecycle,
+    )
+    bodies = []
+    async with run_server(server) as url:
+        connection = await RawConnection.open(url)
+
+        async def get(*paths: str) -> None:
+            for path in paths:
+                status, body = await connection.get(path, {"Accept": "text/plain"})
+                assert status == 200
+                bodies.append(body)
+                clock.advance(2)  # past the front's touch interval
+
+        try:
+            # A is hot, answered from the front's memory; those hits must still count as uses,
+            # so C evicts B, the least recently used, and A keeps its token.
+            await get(A, A, A, B, A, A, C, A, B)
+            # Then B evicts C and C evicts A: an evicted token is not served from memory.
+            await get(C, A, A)
+        finally:
+            await connection.close()
+    return bodies, source.calls
+
+
+async def test_hits_from_memory_keep_the_lru_order_and_never_outlive_the_cache() -> None:
+    front = await evictions(True)
+    assert front == await evictions(False)
+    tokens = [int(body.removeprefix(b"token-")) for body in front[0]]
+    assert tokens == [1, 1, 1, 2, 1, 1, 3, 1, 4, 5, 6, 6]
+    assert front[1] == 6
