@@ -8,6 +8,7 @@ import uvicorn
 
 from service import errors
 from service.app import create_app
+from service.front import TOUCH_SECONDS
 from service.server import BrokerServer, uvicorn_config
 from tests.conftest import make_settings, run_server
 from tests.helpers import FakeClock, FakeSource, RawConnection, eventually
@@ -91,7 +92,7 @@ async def evictions(serve_tokens: bool) -> tuple[list[bytes], int]:
                 status, body = await connection.get(path, {"Accept": "text/plain"})
                 assert status == 200
                 bodies.append(body)
-                clock.advance(2)  # past the front's touch interval
+                clock.advance(TOUCH_SECONDS)  # each hit from memory tells the cache
 
         try:
             # A is hot, answered from the front's memory; those hits must still count as uses,
