@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 
 import uvicorn
+from fastapi import FastAPI
 
 from service import errors
 from service.app import create_app
@@ -19,48 +21,62 @@ A, B, C = (f"/fleets/fleet-1/computes/{name}/token" for name in "abc")
 GUARD = {"X-Token-Broker-Request": "true"}
 
 
-async def answers(serve_tokens: bool) -> list[tuple[int, list, bytes]]:
+@asynccontextmanager
+async def broker(
+    serve_tokens: bool, **settings: object
+) -> AsyncIterator[tuple[RawConnection, FakeClock, FakeSource, FastAPI]]:
+    """A broker on a FakeSource and FakeClock, and one raw connection to it."""
     clock = FakeClock()
-    settings = make_settings(require_request_header=True)
     source = FakeSource(clock)
-    app = create_app(settings, upstream=lambda _hooks: nullcontext(source), clock=clock)
+    config = make_settings(**settings)
+    app = create_app(config, upstream=lambda _hooks: nullcontext(source), clock=clock)
     server: uvicorn.Server = BrokerServer(
-        uvicorn_config(app, settings, serve_tokens=serve_tokens, date_header=False),
+        uvicorn_config(app, config, serve_tokens=serve_tokens, date_header=False),
         app.state.lifecycle,
     )
-    seen = []
     async with run_server(server) as url:
         connection = await RawConnection.open(url)
+        try:
+            yield connection, clock, source, app
+        finally:
+            await connection.close()
+
+
+async def answers(serve_tokens: bool) -> list[tuple[int, list, bytes]]:
+    seen = []
+    async with broker(serve_tokens, require_request_header=True) as (
+        connection,
+        clock,
+        source,
+        app,
+    ):
 
         async def get(path: str, headers: dict[str, str], times: int = 1) -> None:
             for _ in range(times):
                 status, body = await connection.get(path, headers)
                 seen.append((status, connection.last_headers, body))
 
-        try:
-            # Each three times: a miss or a first hit, then hits answered from memory.
-            text = {**GUARD, "Accept": "text/plain"}
-            await get(PATH, GUARD, 3)
-            await get(PATH, text, 3)
-            await get(PATH, {})  # refused: no guard header
-            await get(PATH, {**GUARD, "Host": "evil.example"})  # refused: two Host headers
-            await get("/fleets/fleet-1/computes/bad_name/token", GUARD)  # 400
-            await get(PATH + "?x=1", GUARD)
-            # Upstream failures on a key with nothing cached: mapped alike, Retry-After too.
-            source.error = errors.UpstreamNotFound("no such compute")
-            await get(OTHER, GUARD)
-            source.error = RuntimeError("a bug in the source")
-            await get(OTHER, GUARD)
-            source.error = None
-            # The refresh window: the cached token, and one refresh behind it.
-            clock.advance(3600 - 100)
-            await get(PATH, GUARD)
-            await eventually(lambda: app.state.cache.inflight == 0)
-            await get(PATH, GUARD, 2)
-            source.error = errors.UpstreamThrottled("slow down")
-            await get(OTHER, GUARD)
-        finally:
-            await connection.close()
+        # Each three times: a miss or a first hit, then hits answered from memory.
+        text = {**GUARD, "Accept": "text/plain"}
+        await get(PATH, GUARD, 3)
+        await get(PATH, text, 3)
+        await get(PATH, {})  # refused: no guard header
+        await get(PATH, {**GUARD, "Host": "evil.example"})  # refused: two Host headers
+        await get("/fleets/fleet-1/computes/bad_name/token", GUARD)  # 400
+        await get(PATH + "?x=1", GUARD)
+        # Upstream failures on a key with nothing cached: mapped alike, Retry-After too.
+        source.error = errors.UpstreamNotFound("no such compute")
+        await get(OTHER, GUARD)
+        source.error = RuntimeError("a bug in the source")
+        await get(OTHER, GUARD)
+        source.error = None
+        # The refresh window: the cached token, and one refresh behind it.
+        clock.advance(3600 - 100)
+        await get(PATH, GUARD)
+        await eventually(lambda: app.state.cache.inflight == 0)
+        await get(PATH, GUARD, 2)
+        source.error = errors.UpstreamThrottled("slow down")
+        await get(OTHER, GUARD)
     assert source.calls == 5
     return seen
 
@@ -75,17 +91,8 @@ async def test_front_and_framework_answer_alike() -> None:
 
 
 async def evictions(serve_tokens: bool) -> tuple[list[bytes], int]:
-    clock = FakeClock()
-    settings = make_settings(cache_max_entries=2)
-    source = FakeSource(clock)
-    app = create_app(settings, upstream=lambda _hooks: nullcontext(source), clock=clock)
-    server: uvicorn.Server = BrokerServer(
-        uvicorn_config(app, settings, serve_tokens=serve_tokens, date_header=False),
-        app.state.lifecycle,
-    )
     bodies = []
-    async with run_server(server) as url:
-        connection = await RawConnection.open(url)
+    async with broker(serve_tokens, cache_max_entries=2) as (connection, clock, source, _):
 
         async def get(*paths: str) -> None:
             for path in paths:
@@ -94,14 +101,11 @@ async def evictions(serve_tokens: bool) -> tuple[list[bytes], int]:
                 bodies.append(body)
                 clock.advance(TOUCH_SECONDS)  # each hit from memory tells the cache
 
-        try:
-            # A is hot, answered from the front's memory; those hits must still count as uses,
-            # so C evicts B, the least recently used, and A keeps its token.
-            await get(A, A, A, B, A, A, C, A, B)
-            # Then B evicts C and C evicts A: an evicted token is not served from memory.
-            await get(C, A, A)
-        finally:
-            await connection.close()
+        # A is hot, answered from the front's memory; those hits must still count as uses,
+        # so C evicts B, the least recently used, and A keeps its token.
+        await get(A, A, A, B, A, A, C, A, B)
+        # Then B evicts C and C evicts A: an evicted token is not served from memory.
+        await get(C, A, A)
     return bodies, source.calls
 
 

@@ -258,48 +258,40 @@ def test_empty_or_unreadable_secret_file_stops_start_up(tmp_path: Path) -> None:
             RequestGuard(make_settings(auth_token_file=str(unreadable)))
 
 
-@pytest.mark.parametrize("where", ["url", "header"])
-async def test_huge_request_heads_are_cut_off_while_arriving(
-    broker: Broker, emulator: Emulator, where: str
-) -> None:
+async def send_until_closed(broker: Broker, data: bytes) -> bytes:
+    """Write raw bytes, then read until the broker closes the connection."""
     import asyncio
 
     host, port = broker.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        if where == "url":
-            writer.write(b"GET /fleets/" + b"a" * 1_000_000)
-        else:
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 1_000_000)
+        writer.write(data)
         await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), timeout=10)  # read until it closes
+        return await asyncio.wait_for(reader.read(), timeout=10)
     except ConnectionResetError:
-        answer = b"HTTP/1.1 431"  # closed before we finished writing: refused all the same
+        return b"HTTP/1.1 431"  # closed before we finished writing: refused all the same
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("where", ["url", "header"])
+async def test_huge_request_heads_are_cut_off_while_arriving(
+    broker: Broker, emulator: Emulator, where: str
+) -> None:
+    if where == "url":
+        answer = await send_until_closed(broker, b"GET /fleets/" + b"a" * 1_000_000)
+    else:
+        head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
+        answer = await send_until_closed(broker, head + b"b" * 1_000_000)
     assert answer.startswith(b"HTTP/1.1 431")
     assert (await broker.client.get("/healthz")).status_code == 200
     assert emulator.calls == 0
 
 
 async def test_a_large_body_is_cut_off_too(broker: Broker, emulator: Emulator) -> None:
-    import asyncio
-
-    host, port = broker.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
     size = 40_000  # past the 24 KiB bound, small enough to be written before the answer
-    try:
-        writer.write(
-            b"POST /healthz HTTP/1.1\r\nHost: localhost\r\n"
-            + f"Content-Length: {size}\r\n\r\n".encode()
-            + b"x" * size
-        )
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), timeout=10)  # read until it closes
-    except ConnectionResetError:
-        answer = b"HTTP/1.1 431"  # closed before we finished writing: refused all the same
-    finally:
-        writer.close()
+    head = f"POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\r\n"
+    answer = await send_until_closed(broker, head.encode() + b"x" * size)
     # No endpoint takes a body; one this large is refused while it arrives, not buffered.
     assert b"HTTP/1.1 431" in answer and b"HTTP/1.1 200" not in answer
     assert (await broker.client.get("/healthz")).status_code == 200
