@@ -11,7 +11,7 @@ documentation, and answers every request itself when the front is told not to.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import chain
 from typing import Any
 
@@ -187,7 +187,7 @@ class Front:
             self._served.clear()
         self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
         headers = tuple(scope["headers"])
-        if sum(map(len, chain.from_iterable(headers))) <= MAX_KNOWN_HEADER_SET_BYTES:
+        if _header_bytes(headers) <= MAX_KNOWN_HEADER_SET_BYTES:
             if len(self._passed) >= MAX_KNOWN_HEADER_SETS:
                 self._passed.clear()
             self._passed[headers] = (text, epoch)
@@ -200,12 +200,16 @@ def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def _header_bytes(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    return sum(map(len, chain.from_iterable(headers)))
+
+
 def _oversized(scope: Scope) -> errors.BrokerError | None:
     if len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) > MAX_PATH_BYTES:
         return errors.URITooLong(f"request URI over {MAX_PATH_BYTES} bytes")
     headers = scope["headers"]
     if len(headers) > MAX_HEADER_COUNT:
         return errors.HeadersTooLarge(f"over {MAX_HEADER_COUNT} request headers")
-    if sum(map(len, chain.from_iterable(headers))) > MAX_HEADER_BYTES:
+    if _header_bytes(headers) > MAX_HEADER_BYTES:
         return errors.HeadersTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
     return None
