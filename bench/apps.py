@@ -95,7 +95,7 @@ def check() -> int:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from service.config import Settings
-    from service.server import uvicorn_config
+    from service.web.server import uvicorn_config
 
     theirs = vars(uvicorn_config(None, Settings()))
     ours = vars(uvicorn.Config(None, **SERVER_OPTIONS))

@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for
 
 from apps import SERVER_OPTIONS, bare_app
 
-from service.app import create_app
 from service.config import Settings
-from service.front import Front
-from service.protocol import BoundedHttpToolsProtocol
-from service.render import render_token
-from service.upstream import Token
+from service.tokens.token import Token
+from service.web.app import create_app
+from service.web.front import Front
+from service.web.protocol import BoundedHttpToolsProtocol
+from service.web.render import render_token
 
 REQUEST = (
     b"GET /fleets/fleet-1/computes/c-00000/token HTTP/1.1\r\n"
@@ -96,7 +96,7 @@ async def broker_app(stack: contextlib.AsyncExitStack) -> Any:
     async def upstream(_hooks: Any) -> AsyncIterator[StaticSource]:
         yield StaticSource()
 
-    app = create_app(Settings(), upstream=upstream)
+    app = create_app(Settings(), upstream)
     await stack.enter_async_context(app.router.lifespan_context(app))
     return Front(app)
 

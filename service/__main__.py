@@ -1,4 +1,7 @@
-"""Command line: parse arguments, load Settings, run the broker under uvicorn."""
+"""Command line: parse arguments, load Settings, compose the parts and run them under uvicorn.
+
+The one place that wires GameLift (or the emulator) to the HTTP layer.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +10,19 @@ import contextlib
 import json
 import logging
 import sys
+from typing import Any
 
 import aioboto3
 from pydantic import ValidationError
 
-from service import logs
-from service.app import create_app
 from service.config import Settings, describe_error
-from service.guard import SecretFile
-from service.server import (
-    BrokerServer,
-    bind_tcp,
-    bind_unix,
-    describe,
-    embedded_emulator,
-    uvicorn_config,
-)
-from service.upstream import GameLiftTokenSource, aws_session
+from service.gamelift.client import GameLiftTokenSource, aws_session
+from service.listen import bind_tcp, bind_unix, describe
+from service.ops import logs
+from service.ops.metrics import EventHook
+from service.web.app import create_app
+from service.web.guard import SecretFile
+from service.web.server import BrokerServer, uvicorn_config
 
 PROG = "gamelift-token-broker"
 log = logging.getLogger("service")
@@ -59,6 +58,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def openapi(settings: Settings) -> dict[str, Any]:
+    """The app's OpenAPI document; building it opens no upstream."""
+
+    def no_upstream(_hooks: list[EventHook]) -> Any:
+        raise AssertionError("the OpenAPI document needs no upstream")
+
+    return create_app(settings, no_upstream).openapi()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -71,25 +79,28 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             sys.exit(f"{PROG}: invalid setting TOKEN_BROKER_AUTH_TOKEN_FILE: {exc}")
     if args.openapi:
-        print(json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True))
+        print(json.dumps(openapi(settings), indent=2, sort_keys=True))
         return
     logs.configure(settings.log_level)
 
     with contextlib.ExitStack() as stack:
+        session: aioboto3.Session | None = None
+        endpoint_url: str | None = None
         if args.emulator:
-            url = stack.enter_context(embedded_emulator())
+            # Only the demo mode pays for importing it; the broker reaches it only over HTTP.
+            from service.emulator.embedded import embedded_emulator
+
+            endpoint_url = stack.enter_context(embedded_emulator())
             session = aioboto3.Session(**EMULATOR_SESSION)
-            log.info("using the embedded GameLift emulator", extra={"endpoint": url})
+            log.info("using the embedded GameLift emulator", extra={"endpoint": endpoint_url})
+        elif aws_session().region_name is None:
+            sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
 
-            def upstream(hooks):  # type: ignore[no-untyped-def]
-                return GameLiftTokenSource.open(
-                    settings, session=session, endpoint_url=url, event_hooks=hooks
-                )
+        def upstream(hooks: list[EventHook]) -> Any:
+            return GameLiftTokenSource.open(
+                settings, session=session, endpoint_url=endpoint_url, event_hooks=hooks
+            )
 
-        else:
-            if aws_session().region_name is None:
-                sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
-            upstream = None  # type: ignore[assignment]
         try:
             sockets = [bind_tcp(args.host, args.port)]
             if args.uds:
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         for sock in sockets:
             # uvicorn names its address only when it binds itself; with --port 0 it matters.
             log.info("listening", extra={"event": "listening", "address": describe(sock)})
-        app = create_app(settings, upstream=upstream)
+        app = create_app(settings, upstream)
         server = BrokerServer(
             uvicorn_config(app, settings, host=args.host, port=args.port), app.state.lifecycle
         )

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# The GameLift API's own patterns (FleetIdOrArn, ComputeNameOrArn), minus the ARN forms:
-# a path segment is no place for an ARN, and one key spelling per compute keeps the cache honest.
-FLEET_ID_RE = re.compile(r"[a-z]*fleet-[a-zA-Z0-9-]+")
-COMPUTE_NAME_RE = re.compile(r"[a-zA-Z0-9-]+(?:/[a-zA-Z0-9-]+)?")
-FLEET_ID_MAX = 512
-COMPUTE_NAME_MAX = 1024
+from service.names import Key, is_valid_fleet_id, parse_key
 
 CommaList = Annotated[list[str], NoDecode]
-
-
-def is_valid_fleet_id(value: str) -> bool:
-    return len(value) <= FLEET_ID_MAX and FLEET_ID_RE.fullmatch(value) is not None
-
-
-def is_valid_compute_name(value: str) -> bool:
-    return len(value) <= COMPUTE_NAME_MAX and COMPUTE_NAME_RE.fullmatch(value) is not None
 
 
 def _split_commas(value: object) -> object:
@@ -87,9 +73,7 @@ class Settings(BaseSettings):
     @classmethod
     def _prefetch_keys_are_valid(cls, value: list[str]) -> list[str]:
         for item in value:
-            # A compute name may hold one slash itself, so only the first slash separates.
-            fleet, sep, compute = item.partition("/")
-            if not sep or not is_valid_fleet_id(fleet) or not is_valid_compute_name(compute):
+            if parse_key(item) is None:
                 raise ValueError(f"expected fleet_id/compute_name, got {item!r}")
         return value
 
@@ -112,8 +96,8 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def prefetch_keys(self) -> list[tuple[str, str]]:
-        return [tuple(item.partition("/")[::2]) for item in self.prefetch]  # type: ignore[misc]
+    def prefetch_keys(self) -> list[Key]:
+        return [key for item in self.prefetch if (key := parse_key(item)) is not None]
 
 
 def describe_error(error: ValidationError) -> str:

@@ -15,12 +15,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from service.app import create_app
-from service.cache import TokenCache
 from service.config import Settings
 from service.emulator import Emulator
-from service.server import BrokerServer, bind_tcp, uvicorn_config
-from service.upstream import GameLiftTokenSource
+from service.gamelift.client import GameLiftTokenSource
+from service.listen import bind_tcp
+from service.tokens.cache import TokenCache
+from service.web.app import create_app
+from service.web.server import BrokerServer, uvicorn_config
 from tests.helpers import FakeClock, eventually
 
 TEST_SESSION = {
@@ -123,10 +124,10 @@ async def start_broker(
         target = endpoint_url or emulator.url  # type: ignore[attr-defined]
         app = create_app(
             settings,
-            upstream=lambda hooks: GameLiftTokenSource.open(
+            lambda hooks: GameLiftTokenSource.open(
                 settings, session=session, endpoint_url=target, event_hooks=hooks
             ),
-            clock=clock,
+            clocks=clock.clocks,
         )
         config = uvicorn_config(app, settings, serve_tokens=serve_tokens)
         server = BrokerServer(config, app.state.lifecycle)

@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from service.upstream import Token
+from service.tokens.clock import SYSTEM_CLOCKS, Clocks
+from service.tokens.token import Token
 
 
 async def eventually(
@@ -26,14 +27,46 @@ async def eventually(
 
 
 class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
+    """A wall clock and a monotonic clock that tests move by hand.
+
+    They start far apart, so code that mixes one up with the other fails a test. Calling the
+    object reads the wall clock (what the emulator stamps expiries with).
+    """
+
+    def __init__(self, now: float = 1_800_000_000.0, mono: float = 5_000.0) -> None:
+        self.now = now  # the wall clock, epoch seconds
+        self.mono = mono  # the monotonic clock
 
     def __call__(self) -> float:
         return self.now
 
+    def wall(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    @property
+    def clocks(self) -> Clocks:
+        return Clocks(monotonic=self.monotonic, wall=self.wall)
+
     def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
         self.now += seconds
+        self.mono += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """The system clock is set (an NTP step, a VM resume): only the wall clock moves."""
+        self.now += seconds
+
+
+class SystemClock:
+    """The real clocks, in FakeClock's shape, for tests that must wait in real time."""
+
+    clocks = SYSTEM_CLOCKS
+
+    def __call__(self) -> float:
+        return time.time()
 
 
 class FakeSource:

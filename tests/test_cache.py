@@ -9,7 +9,8 @@ import random
 import pytest
 
 from service import errors
-from service.cache import CachePolicy, Outcome, TokenCache
+from service.tokens.cache import CachePolicy, Outcome, TokenCache
+from service.tokens.token import Token
 from tests.helpers import FakeClock, FakeSource, eventually
 
 KEY = ("fleet-1234", "compute-1")
@@ -28,7 +29,7 @@ def source(clock: FakeClock) -> FakeSource:
 def make_cache(source: FakeSource, clock: FakeClock, **policy: float) -> TokenCache:
     defaults = {"refresh_ahead": 300.0, "min_validity": 30.0, "deadline": 5.0}
     return TokenCache(
-        source, CachePolicy(**{**defaults, **policy}), clock=clock, rng=random.Random(7)
+        source, CachePolicy(**{**defaults, **policy}), clocks=clock.clocks, rng=random.Random(7)
     )
 
 
@@ -141,18 +142,18 @@ async def test_failed_refresh_serves_valid_token_with_backoff_then_503(
     assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"
     await settle(cache)
     assert source.calls == 2
-    # Until the back-off passes, requests get the cached token and start nothing.
-    for _ in range(20):
-        entry, outcome = await cache.lookup(*KEY)
-        assert (entry.token.auth_token, outcome) == ("token-1", Outcome.STALE)
+    # Until the back-off passes, requests get the cached token and start nothing, though each
+    # is given the time to start a fetch.
+    assert await lookups(cache, 20) == {("token-1", Outcome.STALE)}
     assert source.calls == 2
-    retry_in = entry.retry_at - clock.now
+    entry = cache.entry(KEY)  # type: ignore[assignment]
+    retry_in = entry.retry_at - clock.mono
     assert 1.0 <= retry_in <= 2.0
     clock.advance(retry_in)
     await cache.lookup(*KEY)
     await settle(cache)
     assert source.calls == 3
-    assert 1.0 <= entry.retry_at - clock.now <= 4.0  # the ceiling doubled
+    assert 1.0 <= entry.retry_at - clock.mono <= 4.0  # the ceiling doubled
     # Past the minimum validity, the failure reaches the caller.
     clock.advance(200 - 29)
     with pytest.raises(errors.UpstreamUnavailable):
@@ -168,8 +169,8 @@ async def test_backoff_is_capped_at_30_seconds(source: FakeSource, clock: FakeCl
     for _ in range(10):
         entry, _ = await cache.lookup(*KEY)
         await settle(cache)
-        delays.append(entry.retry_at - clock.now)
-        clock.advance(entry.retry_at - clock.now)
+        delays.append(entry.retry_at - clock.mono)
+        clock.advance(entry.retry_at - clock.mono)
     assert all(1.0 <= d <= 30.0 for d in delays), delays
     assert max(delays) > 15  # it did grow towards the cap
     assert source.calls == 11
@@ -320,23 +321,156 @@ async def test_repeated_throttling_grows_the_back_off(source: FakeSource, clock:
     assert waits[0] <= 2 and max(waits) >= 16 and max(waits) <= 30
 
 
-async def test_repeated_token_windows_do_not_shrink(clock: FakeClock) -> None:
-    class SameToken(FakeSource):
-        async def fetch(self, fleet_id: str, compute_name: str):  # type: ignore[no-untyped-def]
-            token = await super().fetch(fleet_id, compute_name)
-            return dataclasses.replace(token, auth_token="same")
+class SameToken(FakeSource):
+    """GameLift as it is: the token it already issued, until fewer than 15 minutes remain."""
+
+    async def fetch(self, fleet_id: str, compute_name: str) -> Token:
+        token = await super().fetch(fleet_id, compute_name)
+        return dataclasses.replace(token, auth_token="same")
+
+
+async def lookups(cache: TokenCache, n: int) -> set[tuple[str, Outcome]]:
+    """n requests, each given the time to start whatever fetch it would start."""
+    seen = set()
+    for _ in range(n):
+        entry, outcome = await cache.lookup(*KEY)
+        seen.add((entry.token.auth_token, outcome))
+        await settle(cache)
+    return seen
+
+
+async def test_repeated_token_makes_one_fetch_per_backoff_step(clock: FakeClock) -> None:
+    source = SameToken(clock)
+    source.expires_at = clock.now + 3600
+    cache = make_cache(source, clock, refresh_ahead=1200)
+    first, _ = await cache.lookup(*KEY)
+    clock.advance(3600 - 1199)  # inside the 1200 s window; GameLift has nothing new yet
+    assert await lookups(cache, 200) == {("same", Outcome.STALE), ("same", Outcome.HIT)}
+    assert source.calls == 2  # one refresh brought the same token back, and that was all
+    again = cache.entry(KEY)
+    assert again is not None
+    # Not again before GameLift mints a new one; the windows count from the first receipt.
+    assert again.refresh_at == first.expires_at - 900
+    assert (again.received_at, again.serve_until) == (first.received_at, first.serve_until)
+    clock.advance(again.refresh_at - clock.mono)
+    await lookups(cache, 200)
+    assert source.calls == 3
+    # Still the same token with under 15 minutes left: one more fetch per back-off step.
+    for step in range(1, 5):
+        held = cache.entry(KEY)
+        assert held is not None and held.repeats == step + 1
+        assert 1.0 <= held.refresh_at - clock.mono <= 30.0
+        await lookups(cache, 50)
+        assert source.calls == 2 + step
+        clock.advance(held.refresh_at - clock.mono)
+        await lookups(cache, 1)
+    assert source.calls == 7
+
+
+async def test_new_token_after_a_repeat_starts_normal_windows(clock: FakeClock) -> None:
+    source = SameToken(clock)
+    source.expires_at = clock.now + 3600
+    cache = make_cache(source, clock, refresh_ahead=1200)
+    await cache.lookup(*KEY)
+    clock.advance(3600 - 1199)
+    await lookups(cache, 1)
+    source.__class__ = FakeSource  # GameLift mints a new token from now on
+    source.expires_at = None
+    clock.advance(cache.entry(KEY).refresh_at - clock.mono)  # type: ignore[union-attr]
+    await lookups(cache, 1)
+    entry = cache.entry(KEY)
+    assert entry is not None and entry.token.auth_token == "token-3" and entry.repeats == 0
+    assert entry.refresh_at == entry.expires_at - 1200
+
+
+async def test_prefetched_repeated_token_is_not_refetched_in_a_loop(clock: FakeClock) -> None:
+    from service.tokens.prefetch import Prefetcher
 
     source = SameToken(clock)
     source.expires_at = clock.now + 3600
-    cache = make_cache(source, clock, refresh_ahead=1000)
-    first, _ = await cache.lookup(*KEY)
-    clock.advance(3600 - 999)
+    cache = make_cache(source, clock, refresh_ahead=1200)
     await cache.lookup(*KEY)
+    clock.advance(3600 - 1199)
+    runner = asyncio.create_task(Prefetcher(cache, [KEY]).run())
+    try:
+        await eventually(lambda: source.calls == 2, what="the prefetcher's refresh")
+        # Proving an absence takes a window of real time: ten of the prefetcher's shortest
+        # naps. Before the fix it refetched every nap (33 calls in 2 s).
+        await asyncio.sleep(0.5)
+        assert source.calls == 2
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+
+async def test_a_wall_clock_step_back_does_not_extend_a_token(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    first, _ = await cache.lookup(*KEY)
+    source.error = errors.UpstreamUnavailable("down")
+    clock.step_wall(-600)  # an NTP step or a VM resume
+    clock.advance(3600 - 31)  # 31 s of real life left: served while the refresh fails
+    assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"
     await settle(cache)
-    again = cache.entry(KEY)
-    assert again is not None and source.calls == 2
-    assert again.received_at == first.received_at
-    assert (again.refresh_at, again.serve_until) == (first.refresh_at, first.serve_until)
+    clock.advance(2)  # 29 s left in real time, 629 s by the stepped wall clock
+    assert cache.peek(KEY) is None and cache.entry(KEY) is None
+    with pytest.raises(errors.UpstreamUnavailable):
+        await cache.lookup(*KEY)
+
+
+async def test_a_wall_clock_step_forward_does_not_shorten_a_token(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    clock.step_wall(+3000)  # by the wall clock, the token is in its refresh window now
+    clock.advance(60)
+    entry, outcome = await cache.lookup(*KEY)
+    assert (entry.token.auth_token, outcome) == ("token-1", Outcome.HIT)
+    assert source.calls == 1
+
+
+async def test_lifetime_is_read_from_the_wall_clock_once_on_receipt(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock)
+    source.expires_at = clock.now + 1000
+    entry, _ = await cache.lookup(*KEY)
+    assert entry.expires_at == clock.mono + 1000
+    assert (entry.refresh_at, entry.serve_until) == (clock.mono + 700, clock.mono + 970)
+
+
+async def test_a_gone_compute_drops_its_token(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock)
+    await cache.lookup(*KEY)
+    clock.advance(3600 - 200)
+    source.error = errors.UpstreamNotFound("GameLift: NotFoundException: no such compute")
+    assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"  # refresh starts
+    await settle(cache)
+    # Deregistered: no token for it any more, though 200 s of its last one remain.
+    assert cache.entry(KEY) is None and cache.peek(KEY) is None and KEY not in cache.held
+    with pytest.raises(errors.UpstreamNotFound):
+        await cache.lookup(*KEY)
+    assert source.calls == 3
+
+
+async def test_other_refresh_failures_keep_the_token(source: FakeSource, clock: FakeClock) -> None:
+    for error in (
+        errors.UpstreamUnauthorized("no"),
+        errors.UpstreamUnavailable("down"),
+        errors.UpstreamBadGateway("garbage"),
+        errors.UpstreamInvalidRequest("odd"),
+    ):
+        cache = make_cache(source, clock)
+        source.error = None
+        kept = (await cache.lookup(*KEY))[0].token.auth_token
+        clock.advance(3600 - 200)
+        source.error = error
+        await lookups(cache, 1)
+        entry = cache.entry(KEY)
+        assert entry is not None and entry.token.auth_token == kept, error
 
 
 async def test_far_future_expiry_is_refreshed_within_a_day(
@@ -345,15 +479,15 @@ async def test_far_future_expiry_is_refreshed_within_a_day(
     cache = make_cache(source, clock)
     source.expires_at = clock.now + 10 * 365 * 86400
     entry, _ = await cache.lookup(*KEY)
-    assert entry.refresh_at <= clock.now + 86400
-    assert entry.serve_until <= clock.now + 86400
+    assert entry.refresh_at <= clock.mono + 86400
+    assert entry.serve_until <= clock.mono + 86400
 
 
 async def test_no_repr_shows_the_token(clock: FakeClock) -> None:
-    from service.render import render_token
+    from service.web.render import render_token
 
     source = FakeSource(clock)
-    cache = TokenCache(source, CachePolicy(), clock=clock, render=render_token)
+    cache = TokenCache(source, CachePolicy(), clocks=clock.clocks, render=render_token)
     entry, _ = await cache.lookup(*KEY)
     assert "token-1" not in repr(entry)
     assert "token-1" not in repr(entry.rendered)
@@ -361,11 +495,11 @@ async def test_no_repr_shows_the_token(clock: FakeClock) -> None:
 
 
 async def test_prefetch_shares_the_back_off_with_requests(clock: FakeClock) -> None:
-    from service.prefetch import Prefetcher
+    from service.tokens.prefetch import Prefetcher
 
     source = FakeSource(clock)
     cache = make_cache(source, clock)
-    prefetcher = Prefetcher(cache, [KEY], clock=clock)
+    prefetcher = Prefetcher(cache, [KEY])
     await cache.lookup(*KEY)
     source.error = errors.UpstreamUnavailable("down")
     clock.advance(3600 - 200)

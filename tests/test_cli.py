@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from service.app import Lifecycle
 from service.config import Settings
-from service.server import BrokerServer, uvicorn_config
+from service.web.app import Lifecycle
+from service.web.server import BrokerServer, uvicorn_config
 
 GUARD = {"X-Token-Broker-Request": "true"}
 

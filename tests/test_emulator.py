@@ -22,7 +22,7 @@ import pytest_asyncio
 import uvicorn
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from service.emulator import AMZ_JSON, TARGET, Emulator
+from service.emulator.app import AMZ_JSON, TARGET, Emulator
 
 NOW = 1_800_000_000.0
 FLEET = "fleet-1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d"

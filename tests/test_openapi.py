@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.app import create_app
+from service.__main__ import openapi
 from service.config import Settings
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.json"
 
 
 def test_openapi_json_matches_the_app() -> None:
-    generated = create_app(Settings()).openapi()
+    generated = openapi(Settings())
     committed = json.loads(SPEC.read_text())
     assert committed == generated, (
         "openapi.json is stale: regenerate it with `gamelift-token-broker --openapi > openapi.json`"
@@ -20,7 +20,7 @@ def test_openapi_json_matches_the_app() -> None:
 
 
 def test_token_route_is_documented_with_its_errors() -> None:
-    spec = create_app(Settings()).openapi()
+    spec = openapi(Settings())
     operation = spec["paths"]["/fleets/{fleet_id}/computes/{compute_name}/token"]["get"]
     assert {"200", "400", "403", "404", "502", "503"} <= set(operation["responses"])
     assert "text/plain" in operation["responses"]["200"]["content"]

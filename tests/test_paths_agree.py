@@ -9,9 +9,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from service import errors
-from service.app import create_app
-from service.front import TOUCH_SECONDS
-from service.server import BrokerServer, uvicorn_config
+from service.web.app import create_app
+from service.web.front import TOUCH_SECONDS
+from service.web.server import BrokerServer, uvicorn_config
 from tests.conftest import make_settings, run_server
 from tests.helpers import FakeClock, FakeSource, RawConnection, eventually
 
@@ -29,7 +29,7 @@ async def broker(
     clock = FakeClock()
     source = FakeSource(clock)
     config = make_settings(**settings)
-    app = create_app(config, upstream=lambda _hooks: nullcontext(source), clock=clock)
+    app = create_app(config, lambda _hooks: nullcontext(source), clocks=clock.clocks)
     server: uvicorn.Server = BrokerServer(
         uvicorn_config(app, config, serve_tokens=serve_tokens, date_header=False),
         app.state.lifecycle,

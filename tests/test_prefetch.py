@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from service.emulator import Emulator
 from tests.conftest import Broker
-from tests.helpers import eventually
+from tests.helpers import SystemClock, eventually
 
 PREFETCH = {
     "prefetch": ["fleet-1/task-1/container-2"],
@@ -19,9 +16,9 @@ PREFETCH = {
 
 
 @pytest.fixture
-def clock() -> Callable[[], float]:
+def clock() -> SystemClock:
     # Overrides the shared fake clock: prefetch sleeps until refresh windows, in real time.
-    return time.time
+    return SystemClock()
 
 
 async def ready(broker: Broker) -> bool:

@@ -243,7 +243,7 @@ async def test_hit_path_memos_stay_bounded(start_broker, emulator: Emulator) -> 
 
 
 def test_empty_or_unreadable_secret_file_stops_start_up(tmp_path: Path) -> None:
-    from service.guard import RequestGuard
+    from service.web.guard import RequestGuard
     from tests.conftest import make_settings
 
     empty = tmp_path / "empty"

@@ -8,7 +8,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from service import errors
-from service.upstream import Token, classify_client_error, parse_token
+from service.gamelift.classify import classify_client_error, parse_token
+from service.tokens.token import Token
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -87,7 +88,7 @@ async def test_standard_aws_environment_reaches_the_emulator(
 ) -> None:
     """AWS_REGION, AWS_ENDPOINT_URL_GAMELIFT and env credentials: no settings of our own."""
     from service.config import Settings
-    from service.upstream import GameLiftTokenSource
+    from service.gamelift.client import GameLiftTokenSource
 
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_GAMELIFT", emulator.url)

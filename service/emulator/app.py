@@ -1,8 +1,7 @@
-"""A local GameLift endpoint speaking AWS JSON 1.1, with tokens and injectable faults."""
+"""The emulator's control plane: GameLift over AWS JSON 1.1, with tokens and injectable faults."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
@@ -12,18 +11,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from service.names import (
+    COMPUTE_NAME_MAX,
+    COMPUTE_NAME_OR_ARN_RE,
+    FLEET_ID_MAX,
+    FLEET_ID_OR_ARN_RE,
+)
+
 AMZ_JSON = "application/x-amz-json-1.1"
 TARGET = "GameLift.GetComputeAuthToken"
 ACCOUNT = "123456789012"
 
-# The patterns of FleetIdOrArn and ComputeNameOrArn in botocore's GameLift model. botocore
-# checks only types and lengths client-side, so the service is what rejects a bad pattern.
-_FLEET_RE = re.compile(
-    r"^[a-z]*fleet-[a-zA-Z0-9\-]+$|^arn:.*:[a-z]*fleet\/(?P<id>[a-z]*fleet-[a-zA-Z0-9\-]+)$"
-)
-_COMPUTE_RE = re.compile(
-    r"^[a-zA-Z0-9\-]+(\/[a-zA-Z0-9\-]+)?$|^arn:.*:compute\/(?P<id>[a-zA-Z0-9\-]+(\/[a-zA-Z0-9\-]+)?)$"
-)
+# botocore checks only types and lengths client-side, so the service is what rejects a bad
+# pattern: the model's patterns of FleetIdOrArn and ComputeNameOrArn.
+_FLEET_RE = FLEET_ID_OR_ARN_RE
+_COMPUTE_RE = COMPUTE_NAME_OR_ARN_RE
 
 # fault kind -> (HTTP status, AWS error type); the faults that shape the body are handled apart.
 _ERROR_FAULTS = {
@@ -205,8 +207,8 @@ class Emulator:
         fault = self._take_fault()
         if self.latency:
             await asyncio.sleep(self.latency)
-        fleet_match = _valid(_FLEET_RE, fleet, 512)
-        compute_match = _valid(_COMPUTE_RE, compute, 1024)
+        fleet_match = _valid(_FLEET_RE, fleet, FLEET_ID_MAX)
+        compute_match = _valid(_COMPUTE_RE, compute, COMPUTE_NAME_MAX)
         if fault == "hang":
             if await self._hang(receive):
                 await _error(send, 500, "InternalServiceException", "Released from a hang")
@@ -275,7 +277,7 @@ def _field(request: Any, name: str) -> str | None:
 
 
 def _valid(pattern: re.Pattern[str], value: str, max_length: int) -> re.Match[str] | None:
-    return pattern.match(value) if 0 < len(value) <= max_length else None
+    return pattern.fullmatch(value) if 0 < len(value) <= max_length else None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -308,24 +310,3 @@ async def _answer(send: Send, status: int, payload: dict[str, Any], content_type
 
 async def _error(send: Send, status: int, kind: str, message: str) -> None:
     await _answer(send, status, {"__type": kind, "message": message}, AMZ_JSON)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import uvicorn  # the tests and the embedded emulator import this module without running it
-
-    parser = argparse.ArgumentParser(
-        prog="python -m service.emulator", description="Run the local GameLift emulator."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8790)
-    parser.add_argument("--token-lifetime", type=float, default=3600.0, metavar="SECONDS")
-    parser.add_argument("--latency", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--fault", choices=sorted(FAULTS))
-    args = parser.parse_args(argv)
-    emulator = Emulator(token_lifetime=args.token_lifetime, latency=args.latency)
-    emulator.set_fault(args.fault)
-    uvicorn.run(emulator.app, host=args.host, port=args.port, log_level="info")
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from service.upstream import Token
+from service.tokens.token import Token
 
 Headers = list[tuple[bytes, bytes]]
 NO_STORE = "no-store"

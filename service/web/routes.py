@@ -1,26 +1,18 @@
-"""HTTP routes: the token endpoint and the probes, plus the one place errors become responses."""
+"""The FastAPI routes: the token endpoint (documented here, mostly answered by the front)."""
 
 from __future__ import annotations
 
-import logging
-import time
-
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
-from service.config import is_valid_compute_name, is_valid_fleet_id
-from service.observe import RequestRecorder
-from service.render import NO_STORE, RenderedToken
-
-log = logging.getLogger("service.routes")
+from service.names import is_valid_compute_name, is_valid_fleet_id
+from service.web.answers import PreRendered, started_at, wants_text
+from service.web.render import RenderedToken
 
 TOKEN_PATH = "/fleets/{fleet_id}/computes/{compute_name:path}/token"  # noqa: S105 - a route, not a password
-STARTED = "token_broker.started"  # set by the front layer when the request arrived
 
 
 class TokenResponse(BaseModel):
@@ -96,24 +88,6 @@ async def get_token(request: Request, fleet_id: str, compute_name: str) -> Respo
     return PreRendered(rendered.json, rendered.json_headers)
 
 
-class PreRendered(Response):
-    """A 200 whose body and headers were rendered when the token was cached."""
-
-    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = 200
-        self.body = body
-        self.background = None
-        self.raw_headers = list(headers)
-
-
-def wants_text(accept: str) -> bool:
-    return "text/plain" in accept and "application/json" not in accept
-
-
-def started_at(request: Request) -> float:
-    return request.scope.get(STARTED) or time.perf_counter()
-
-
 @router.get("/healthz", response_model=Status, summary="Liveness; never calls GameLift")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -142,61 +116,3 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    headers = {"Cache-Control": NO_STORE, **(headers or {})}
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
-
-
-def token_error(
-    recorder: RequestRecorder, key: tuple[str, str], exc: Exception, started: float
-) -> Response:
-    """A token request's failure as its answer, counted and logged: for the route and the front."""
-    error = exc if isinstance(exc, errors.BrokerError) else _internal(exc)
-    recorder.refused(key[0], key[1], error, started)
-    return error_response(error.status, error.code, error.message, error.headers())
-
-
-def _internal(exc: Exception) -> errors.BrokerError:
-    # A bug, not a GameLift outcome. Log the type only: a message could quote anything.
-    log.error("unhandled error", extra={"event": "error", "error": type(exc).__name__})
-    return errors.BrokerError("internal error")
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error, ours or the framework's, leaves as {"error": {"code", "message"}}."""
-
-    async def broker_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, errors.BrokerError)
-        params = request.path_params
-        if "fleet_id" in params:
-            key = (params["fleet_id"], params.get("compute_name", ""))
-            return token_error(request.app.state.recorder, key, exc, started_at(request))
-        return error_response(exc.status, exc.code, exc.message, exc.headers())
-
-    async def validation_error(_request: Request, _exc: Exception) -> Response:
-        # 400, not FastAPI's 422: the contract says bad input is a plain bad request.
-        return error_response(400, errors.BadRequest.code, "invalid request")
-
-    async def http_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
-
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        params = request.path_params
-        if "fleet_id" in params:
-            key = (params["fleet_id"], params.get("compute_name", ""))
-            return token_error(request.app.state.recorder, key, exc, started_at(request))
-        error = _internal(exc)
-        return error_response(error.status, error.code, error.message)
-
-    app.add_exception_handler(errors.BrokerError, broker_error)
-    app.add_exception_handler(Exception, unexpected_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,11 +1,10 @@
-"""create_app: the FastAPI app; its lifespan builds the upstream client, the cache and prefetch."""
+"""create_app: the FastAPI app; its lifespan opens the upstream, builds the cache and prefetch."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -14,19 +13,22 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import __version__
-from service.cache import CachePolicy, Clock, TokenCache
 from service.config import Settings
-from service.guard import RequestGuard
-from service.metrics import Metrics
-from service.observe import RequestRecorder
-from service.prefetch import Prefetcher
-from service.render import render_token
-from service.routes import install_error_handlers, router
-from service.upstream import EventHook, GameLiftTokenSource, TokenSource
+from service.ops.metrics import EventHook, Metrics
+from service.ops.requests import RequestRecorder
+from service.tokens.cache import CachePolicy, TokenCache
+from service.tokens.clock import SYSTEM_CLOCKS, Clocks
+from service.tokens.prefetch import Prefetcher
+from service.tokens.token import TokenSource
+from service.web.answers import install_error_handlers
+from service.web.guard import RequestGuard
+from service.web.render import render_token
+from service.web.routes import router
 
 log = logging.getLogger("service.app")
 
-# Opens the TokenSource; given the botocore event hooks that count upstream calls.
+# Opens the TokenSource, given the HTTP-attempt hooks that count upstream calls. The CLI passes
+# the GameLift client's; the HTTP layer never imports it.
 UpstreamFactory = Callable[[list[EventHook]], AbstractAsyncContextManager[TokenSource]]
 
 
@@ -48,29 +50,26 @@ def cache_policy(settings: Settings) -> CachePolicy:
 
 def create_app(
     settings: Settings,
+    upstream: UpstreamFactory,
     *,
-    upstream: UpstreamFactory | None = None,
-    clock: Clock = time.time,
+    clocks: Clocks = SYSTEM_CLOCKS,
 ) -> FastAPI:
     """Build the app; nothing touches the network until its lifespan starts.
 
-    `upstream` opens the TokenSource (default: the aioboto3 GameLift client from the standard
-    AWS configuration chain). Tests and the embedded emulator pass their own.
+    `upstream` opens the TokenSource: the aioboto3 GameLift client in production, pointed at the
+    emulator in tests and demos.
     """
-    open_upstream = upstream or (
-        lambda hooks: GameLiftTokenSource.open(settings, event_hooks=hooks)
-    )
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            source = await stack.enter_async_context(open_upstream(metrics.botocore_hooks()))
-            cache = TokenCache(source, cache_policy(settings), clock=clock, render=render_token)
+            source = await stack.enter_async_context(upstream(metrics.upstream_hooks()))
+            cache = TokenCache(source, cache_policy(settings), clocks=clocks, render=render_token)
             # Registered after the client, so it runs first: background fetches stop before the
             # client they use is closed.
             stack.push_async_callback(cache.close)
-            prefetcher = Prefetcher(cache, settings.prefetch_keys, clock=clock)
+            prefetcher = Prefetcher(cache, settings.prefetch_keys)
             metrics.watch(
                 entries=lambda: len(cache),
                 inflight=lambda: cache.inflight,

@@ -1,6 +1,6 @@
 """TokenCache: a token per (fleet, compute), refreshed ahead of expiry, one upstream call a burst.
 
-It wraps any TokenSource and knows nothing of HTTP.
+It wraps any TokenSource and knows nothing of HTTP. Every window is on the monotonic clock.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ from typing import Any
 from cachetools import TLRUCache
 
 from service import errors
-from service.upstream import Token, TokenSource
+from service.names import Key
+from service.tokens.backoff import backoff_delay
+from service.tokens.clock import SYSTEM_CLOCKS, Clocks
+from service.tokens.token import Token, TokenSource
 
 log = logging.getLogger("service.cache")
 
-Key = tuple[str, str]
-Clock = Callable[[], float]
-
-# Back-off for failed background refreshes: never sooner than 1 s, never later than 30 s.
-RETRY_MIN_SECONDS = 1.0
-RETRY_MAX_SECONDS = 30.0
+# An expiry further away than this is more likely a bug than a gift: refresh as if it were so.
 MAX_TRUSTED_LIFETIME = 86_400.0
+# GameLift hands back the token it already issued until fewer than this many seconds remain
+# (the GameLift Agent's source says so); asking again before then only brings the same token.
+REMINT_SECONDS = 900.0
 
 
 class Outcome(enum.StrEnum):
@@ -41,9 +42,14 @@ class Outcome(enum.StrEnum):
 
 @dataclass(slots=True)
 class CacheEntry:
+    """One held token. Every time here is on the cache's monotonic clock."""
+
     token: Token
-    # Our clock when the answer arrived. lifetime = token.expires_at - received_at.
+    # When this token (this AuthToken value) first arrived.
     received_at: float
+    # When it expires: its remaining lifetime on receipt, added to received_at. Never later
+    # than MAX_TRUSTED_LIFETIME after it.
+    expires_at: float
     # Start of the refresh window. A request after this gets the token and starts one refresh.
     refresh_at: float
     # The minimum-validity point. From here on the token is never served, and the TLRU drops it.
@@ -52,6 +58,8 @@ class CacheEntry:
     retry_at: float = 0.0
     # Consecutive failed background refreshes; drives the back-off and resets on success.
     failures: int = 0
+    # Consecutive refreshes that brought this same token back; drives the same back-off.
+    repeats: int = 0
     # Whatever the render hook made of the token (the HTTP layer's pre-rendered bodies), so the
     # hot path serialises nothing.
     rendered: Any = field(default=None, repr=False)
@@ -69,22 +77,24 @@ class CachePolicy:
 class _Entries(TLRUCache[Key, CacheEntry]):
     """The TLRU, with the same entries in a plain dict beside it.
 
-    A dict lookup is all a remembered hit can afford (front.py); the TLRU's own lookup costs a
-    few microseconds. Every way an entry leaves (replaced, evicted, expired) passes one of these.
+    A dict lookup is all a remembered hit can afford (web/front.py); the TLRU's own lookup costs
+    a few microseconds. Every way an entry leaves (replaced, evicted, expired) passes one of
+    these three overrides: that is how cachetools routes removals, and why its version is
+    bounded in pyproject.toml.
     """
 
-    def __init__(self, maxsize: int, ttu: Any, timer: Clock) -> None:
+    def __init__(self, maxsize: int, ttu: Any, timer: Callable[[], float]) -> None:
         super().__init__(maxsize=maxsize, ttu=ttu, timer=timer)
         self.held: dict[Key, CacheEntry] = {}
 
-    def __setitem__(self, key: Key, value: CacheEntry) -> None:  # type: ignore[override]
+    def __setitem__(self, key: Key, value: CacheEntry) -> None:
         super().__setitem__(key, value)
         if key in self:  # not stored if it had already expired
             self.held[key] = value
         else:
             self.held.pop(key, None)
 
-    def __delitem__(self, key: Key) -> None:  # type: ignore[override]
+    def __delitem__(self, key: Key) -> None:
         self.held.pop(key, None)  # first: the TLRU raises KeyError after removing an expired one
         super().__delitem__(key)
 
@@ -103,16 +113,17 @@ class TokenCache:
         source: TokenSource,
         policy: CachePolicy,
         *,
-        clock: Clock = time.time,
+        clocks: Clocks = SYSTEM_CLOCKS,
         render: Callable[[Token], Any] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._source = source
         self._policy = policy
-        self._clock = clock
+        self._now = clocks.monotonic
+        self._wall = clocks.wall
         self._render = render
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._entries = _Entries(maxsize=policy.max_entries, ttu=_serve_until, timer=clock)
+        self._entries = _Entries(maxsize=policy.max_entries, ttu=_serve_until, timer=self._now)
         # One task per key being fetched. Waiters shield it; it removes itself when done, so an
         # error is shared by the callers of that one attempt but never cached.
         self._inflight: dict[Key, asyncio.Task[CacheEntry]] = {}
@@ -122,8 +133,9 @@ class TokenCache:
         self._throttle_failures = 0
 
     @property
-    def clock(self) -> Clock:
-        return self._clock
+    def clock(self) -> Callable[[], float]:
+        """The monotonic clock every entry's times are on."""
+        return self._now
 
     @property
     def held(self) -> dict[Key, CacheEntry]:
@@ -158,13 +170,13 @@ class TokenCache:
             entry = self._entries[key]  # one lookup; .get() would look twice (hot path)
         except KeyError:
             return None
-        return entry if self._clock() < entry.refresh_at else None
+        return entry if self._now() < entry.refresh_at else None
 
     async def lookup(self, fleet_id: str, compute_name: str) -> tuple[CacheEntry, Outcome]:
         key = (fleet_id, compute_name)
         entry = self._entries.get(key)  # the TLRU has already dropped anything past serve_until
         if entry is not None:
-            now = self._clock()
+            now = self._now()
             if now < entry.refresh_at:
                 return entry, Outcome.HIT
             self._refresh_in_background(key, entry, now)
@@ -188,7 +200,7 @@ class TokenCache:
     def _start_fetch(self, key: Key) -> asyncio.Task[CacheEntry]:
         if len(self._inflight) >= self._policy.max_inflight:
             raise errors.TooManyInflight("too many tokens are being fetched at once")
-        backing_off = self._throttled_until - self._clock()
+        backing_off = self._throttled_until - self._now()
         if backing_off > 0:
             # Fail fast rather than queue: the caller's Retry-After says when to come back.
             error = errors.UpstreamThrottled("GameLift is throttling; backing off")
@@ -206,14 +218,16 @@ class TokenCache:
             task.exception()  # a background refresh has no waiter; mark its error as seen
 
     async def _fetch(self, key: Key) -> CacheEntry:
-        started = self._clock()
+        started = time.perf_counter()
         try:
             # One deadline over the whole fetch: botocore's retries multiply its per-attempt
             # timeouts, and a waiting game server wants an answer, not a fourth attempt.
             async with asyncio.timeout(self._policy.deadline):
                 token = await self._source.fetch(*key)
-            received = self._clock()
-            if token.expires_at <= received:
+            received = self._now()
+            # The one wall-clock reading: what is left of the token's life, as of now.
+            lifetime = min(token.expires_at - self._wall(), MAX_TRUSTED_LIFETIME)
+            if lifetime <= 0:
                 # As botocore's RefreshableCredentials does: never accept what is already dead.
                 raise errors.UpstreamBadGateway("GameLift answered with an expired token")
         except TimeoutError as exc:
@@ -234,10 +248,9 @@ class TokenCache:
         self._throttle_failures = 0
         previous = self._entries.get(key)
         if previous is not None and previous.token.auth_token == token.auth_token:
-            # GameLift hands back the same token until it nears expiry. Its lifetime still
-            # counts from when we first got it, or each refresh would shrink the windows.
-            received = previous.received_at
-        entry = self._new_entry(token, received)
+            entry = self._repeated_entry(previous, token, received + lifetime, received)
+        else:
+            entry = self._new_entry(token, received, received + lifetime)
         self._entries[key] = entry
         log.info(
             "upstream fetch ok",
@@ -247,28 +260,52 @@ class TokenCache:
                 "compute": key[1],
                 "outcome": "ok",
                 "status": 200,
-                "duration_ms": round((received - started) * 1000, 1),
-                "expires_in_s": round(token.expires_at - received),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "expires_in_s": round(entry.expires_at - received),
+                "repeated": entry.repeats > 0,
             },
         )
         return entry
 
-    def _new_entry(self, token: Token, received: float) -> CacheEntry:
-        # An expiry years away is more likely a bug than a gift: refresh as if it were a day.
-        expires_at = min(token.expires_at, received + MAX_TRUSTED_LIFETIME)
+    def _new_entry(
+        self, token: Token, received: float, expires_at: float, rendered: Any = None
+    ) -> CacheEntry:
         lifetime = expires_at - received
         policy = self._policy
         return CacheEntry(
             token=token,
             received_at=received,
+            expires_at=expires_at,
             # Half the lifetime at most, so a short-lived token is not refreshed on every request.
             refresh_at=expires_at - min(policy.refresh_ahead, lifetime / 2),
             serve_until=expires_at - min(policy.min_validity, lifetime / 10),
-            rendered=self._render(token) if self._render else None,
+            rendered=rendered if rendered is not None or not self._render else self._render(token),
         )
 
+    def _repeated_entry(
+        self, previous: CacheEntry, token: Token, expires_at: float, now: float
+    ) -> CacheEntry:
+        """GameLift handed back the token we hold: its windows stay where they were (counted
+        from its first receipt, so they do not shrink), but asking again at once would only
+        bring it back again. Wait until GameLift mints a new one (REMINT_SECONDS before
+        expiry), or for the next back-off step if that time has passed already."""
+        # The earlier reading wins: a wall clock stepped back since then must not extend it.
+        entry = self._new_entry(
+            token,
+            previous.received_at,
+            min(expires_at, previous.expires_at),
+            previous.rendered,
+        )
+        entry.repeats = previous.repeats + 1
+        not_before = max(
+            entry.expires_at - REMINT_SECONDS, now + backoff_delay(entry.repeats, self._rng)
+        )
+        # Past serve_until the TLRU drops the entry anyway, and the next request fetches.
+        entry.refresh_at = min(max(entry.refresh_at, not_before), entry.serve_until)
+        return entry
+
     def _note_failure(self, key: Key, started: float, error: errors.BrokerError) -> None:
-        now = self._clock()
+        now = self._now()
         if isinstance(error, errors.UpstreamThrottled):
             self._throttle_failures += 1
             backing_off = backoff_delay(self._throttle_failures, self._rng)
@@ -276,7 +313,14 @@ class TokenCache:
             error.retry_after = math.ceil(backing_off)  # what its waiters are told, truthfully
         entry = self._entries.get(key)
         retry_in = None
-        if entry is not None:
+        evicted = False
+        if entry is not None and isinstance(error, errors.UpstreamNotFound):
+            # The compute (or fleet) is gone: deregistered. Its token must not outlive it, as
+            # the EKS Pod Identity Agent evicts on irrecoverable errors; the next request asks
+            # GameLift again and is told so.
+            self._entries.pop(key, None)
+            entry, evicted = None, True
+        elif entry is not None:
             # A still-valid token keeps being served; space out the background retries.
             entry.failures += 1
             retry_in = backoff_delay(entry.failures, self._rng)
@@ -290,8 +334,9 @@ class TokenCache:
                 "outcome": "error",
                 "code": error.code,
                 "status": error.status,
-                "duration_ms": round((now - started) * 1000, 1),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 "serving_cached": entry is not None,
+                "evicted": evicted,
                 "retry_in_s": None if retry_in is None else round(retry_in, 2),
             },
         )
@@ -302,12 +347,6 @@ class TokenCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def backoff_delay(failures: int, rng: random.Random) -> float:
-    """Jittered exponential back-off: 1-2 s after the first failure, doubling, capped at 30 s."""
-    ceiling = min(RETRY_MAX_SECONDS, 2.0**failures)
-    return max(RETRY_MIN_SECONDS, rng.uniform(ceiling / 2, ceiling))
 
 
 def _serve_until(_key: Key, entry: CacheEntry, _now: float) -> float:

@@ -7,13 +7,15 @@ import logging
 import math
 import random
 
-from service.cache import RETRY_MIN_SECONDS, Clock, Key, TokenCache, backoff_delay
 from service.errors import BrokerError
+from service.names import Key
+from service.tokens.backoff import RETRY_MIN_SECONDS, backoff_delay
+from service.tokens.cache import TokenCache
 
 log = logging.getLogger("service.prefetch")
 
-# Look at least this often: a wall-clock jump cannot strand a key, and each look touches the
-# key, so a full cache's LRU does not evict what we are here to keep.
+# Look at least this often: each look touches the key, so a full cache's LRU does not evict
+# what we are here to keep.
 MAX_NAP_SECONDS = 1.0
 
 
@@ -23,12 +25,11 @@ class Prefetcher:
         cache: TokenCache,
         keys: list[Key],
         *,
-        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
         self._cache = cache
         self._keys = list(dict.fromkeys(keys))
-        self._clock = clock
+        self._now = cache.clock  # monotonic, as every entry's times are
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
     def ready(self) -> bool:
@@ -39,11 +40,11 @@ class Prefetcher:
         """Lowest remaining validity over the prefetched keys; NaN when there are none."""
         if not self._keys:
             return math.nan
-        now = self._clock()
+        now = self._now()
         remaining = []
         for key in self._keys:
             entry = self._cache.entry(key)
-            remaining.append(0.0 if entry is None else max(0.0, entry.token.expires_at - now))
+            remaining.append(0.0 if entry is None else max(0.0, entry.expires_at - now))
         return min(remaining)
 
     async def run(self) -> None:
@@ -57,7 +58,7 @@ class Prefetcher:
             entry = self._cache.entry(key)
             # While a token is held, the entry's retry_at is the one back-off schedule, shared
             # with request-driven refreshes; only with no token does our own count apply.
-            if entry is None or self._clock() >= max(entry.refresh_at, entry.retry_at):
+            if entry is None or self._now() >= max(entry.refresh_at, entry.retry_at):
                 try:
                     entry = await self._cache.refresh(key)
                     failures = 0
@@ -74,7 +75,7 @@ class Prefetcher:
                     if held is None:
                         await asyncio.sleep(backoff_delay(failures, self._rng))
                     else:
-                        await asyncio.sleep(max(held.retry_at - self._clock(), RETRY_MIN_SECONDS))
+                        await asyncio.sleep(max(held.retry_at - self._now(), RETRY_MIN_SECONDS))
                     continue
-            due = max(entry.refresh_at, entry.retry_at) - self._clock()
+            due = max(entry.refresh_at, entry.retry_at) - self._now()
             await asyncio.sleep(min(max(due, 0.05), MAX_NAP_SECONDS))

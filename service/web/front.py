@@ -11,26 +11,20 @@ documentation, and answers every request itself when the front is told not to.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from itertools import chain
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service import errors
-from service.cache import CacheEntry, Key, Outcome
-from service.config import is_valid_compute_name, is_valid_fleet_id
-from service.render import RenderedToken
-from service.routes import STARTED, error_response, token_error, wants_text
+from service.names import Key, is_valid_compute_name, is_valid_fleet_id
+from service.tokens.cache import CacheEntry, Outcome
+from service.web.answers import STARTED, broker_error_response, token_error, wants_text
+from service.web.bounds import header_bytes, oversized
+from service.web.render import RenderedToken
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# A token path is at most ~1.6 KiB (512 + 1024 + the fixed parts); real clients send a few
-# hundred bytes of headers. Anything far larger is abuse, refused before it costs more.
-MAX_PATH_BYTES = 4096
-MAX_HEADER_BYTES = 16384
-MAX_HEADER_COUNT = 64
 # The hit path remembers request header sets that passed every check; a few kinds of client
 # send a few sets. Small sets only, and few of them: callers choose the bytes.
 MAX_KNOWN_HEADER_SETS = 256
@@ -42,6 +36,9 @@ MAX_KNOWN_HEADER_SET_BYTES = 2048
 # to tell the keys in use from the ones forgotten.
 TOUCH_SECONDS = 30.0
 HeaderSet = tuple[tuple[bytes, bytes], ...]
+# A verdict of the guard holds for one key and one header set together: a check may depend on
+# both (a per-fleet secret, a caller allowed one compute), so neither memo answers for the other.
+Verdict = tuple[Key, HeaderSet]
 
 
 def token_key(path: str) -> Key | None:
@@ -75,14 +72,17 @@ class Front:
         # from the cache each time, so a replaced or evicted one is never served.
         self._served: dict[bytes, Served] = {}
         self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
-        # Header sets that passed the size bounds and the guard -> (wants text, guard epoch).
-        self._passed: dict[HeaderSet, tuple[bool, object]] = {}
+        # (key, header set) that passed the size bounds and the guard -> (wants text, epoch).
+        self._passed: dict[Verdict, tuple[bool, object]] = {}
+        # One copy of each remembered header set, shared by the verdicts of every key it asked
+        # for: ten thousand keys asked for by one client hold one set, not ten thousand.
+        self._header_sets: dict[HeaderSet, HeaderSet] = {}
         # Bound from app.state on the first token request, once the lifespan has run.
         self._cache: Any = None
         self._guard: Any = None
         self._recorder: Any = None
         self._held: dict[Key, CacheEntry] = {}
-        self._clock: Callable[[], float] = time.time
+        self._clock: Callable[[], float] = time.monotonic
         self._epoch: Callable[[], object] | None = None
         self._counts: dict[str, int] = {}
         self._remember = False
@@ -92,8 +92,9 @@ class Front:
         if scope["type"] == "http":
             served = self._served.get(scope.get("raw_path"))  # type: ignore[arg-type]
             if served is not None and scope["method"] == "GET" and not scope["query_string"]:
-                passed = self._passed.get(tuple(scope["headers"]))
-                entry = self._held.get(served.key)
+                key = served.key
+                passed = self._passed.get((key, tuple(scope["headers"])))
+                entry = self._held.get(key)
                 now = self._clock()
                 if (
                     passed is not None
@@ -103,7 +104,7 @@ class Front:
                     and (self._epoch is None or passed[1] is self._epoch())
                 ):
                     if now >= served.touch_at:
-                        self._cache.peek(served.key)  # a use, in the TLRU's LRU order
+                        self._cache.peek(key)  # a use, in the TLRU's LRU order
                         served.touch_at = now + TOUCH_SECONDS
                     rendered = entry.rendered
                     if passed[0]:
@@ -122,13 +123,12 @@ class Front:
             await self.app(scope, receive, send)
             return
         scope[STARTED] = started = time.perf_counter()
-        refusal = _oversized(scope)
+        refusal = oversized(scope)
         if refusal is not None:
             self.app.state.recorder.refused(
                 "", "", refusal, started, count=scope["path"].startswith("/fleets/")
             )
-            response = error_response(refusal.status, refusal.code, refusal.message)
-            await response(scope, receive, send)
+            await broker_error_response(refusal)(scope, receive, send)
             return
         if self._serve_tokens and scope["method"] == "GET":
             key = token_key(scope["path"])
@@ -187,10 +187,18 @@ class Front:
             self._served.clear()
         self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
         headers = tuple(scope["headers"])
-        if _header_bytes(headers) <= MAX_KNOWN_HEADER_SET_BYTES:
-            if len(self._passed) >= MAX_KNOWN_HEADER_SETS:
+        if header_bytes(headers) > MAX_KNOWN_HEADER_SET_BYTES:
+            return
+        shared = self._header_sets.get(headers)
+        if shared is None:
+            if len(self._header_sets) >= MAX_KNOWN_HEADER_SETS:
+                # Verdicts hold their sets: both go, so neither can grow past its bound.
+                self._header_sets.clear()
                 self._passed.clear()
-            self._passed[headers] = (text, epoch)
+            shared = self._header_sets[headers] = headers
+        if len(self._passed) >= self._max_paths:
+            self._passed.clear()
+        self._passed[(key, shared)] = (text, epoch)
 
 
 def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -198,18 +206,3 @@ def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:
         if name == b"accept":
             return wants_text(value.decode("latin-1"))
     return False
-
-
-def _header_bytes(headers: Iterable[tuple[bytes, bytes]]) -> int:
-    return sum(map(len, chain.from_iterable(headers)))
-
-
-def _oversized(scope: Scope) -> errors.BrokerError | None:
-    if len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) > MAX_PATH_BYTES:
-        return errors.URITooLong(f"request URI over {MAX_PATH_BYTES} bytes")
-    headers = scope["headers"]
-    if len(headers) > MAX_HEADER_COUNT:
-        return errors.HeadersTooLarge(f"over {MAX_HEADER_COUNT} request headers")
-    if _header_bytes(headers) > MAX_HEADER_BYTES:
-        return errors.HeadersTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
-    return None

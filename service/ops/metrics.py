@@ -32,6 +32,10 @@ KNOWN_RESULTS = frozenset(
 )
 _ATTEMPT_STARTED = "token_broker_attempt_started"
 
+# A handler for one of botocore's events (its name, the handler), given to the client by name
+# only: this module needs no botocore import.
+EventHook = tuple[str, Callable[..., Any]]
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -77,7 +81,7 @@ class Metrics:
         self.inflight_fetches.set_function(inflight)
         self.token_seconds_remaining.set_function(remaining)
 
-    def botocore_hooks(self) -> list[tuple[str, Callable[..., Any]]]:
+    def upstream_hooks(self) -> list[EventHook]:
         """Handlers that see every HTTP attempt botocore makes, so counts match the upstream's."""
 
         def attempt_started(request: Any, **_: Any) -> None:

@@ -6,7 +6,7 @@ import logging
 import time
 
 from service.errors import BrokerError
-from service.metrics import Metrics
+from service.ops.metrics import Metrics
 
 log = logging.getLogger("service.requests")
 

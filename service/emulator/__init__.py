@@ -1,0 +1,8 @@
+"""A local GameLift Anywhere: the control plane over AWS JSON 1.1.
+
+Imports nothing of the broker but the API's names: the broker reaches it only over HTTP.
+"""
+
+from service.emulator.app import Emulator
+
+__all__ = ["Emulator"]

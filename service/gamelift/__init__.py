@@ -1,0 +1,1 @@
+"""GameLift itself: the aioboto3 client, and every botocore failure classified once."""

@@ -1,0 +1,105 @@
+"""Every botocore failure and every GameLift answer classified once, into service.errors types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from botocore.parsers import ResponseParserError
+
+# A private module of botocore's (its standard retry mode); pyproject.toml bounds the version.
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
+
+from service import errors
+from service.names import AUTH_TOKEN_RE
+from service.tokens.token import Token
+
+_MESSAGE_MAX = 200
+_throttle_checker = ThrottledRetryableChecker()
+
+
+def classify(exc: Exception) -> errors.UpstreamError | None:
+    """What a failed GameLift call means for the caller; None for what is not botocore's."""
+    if isinstance(exc, ClientError):
+        return classify_client_error(exc)
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return errors.UpstreamTimeout("GameLift did not answer in time")
+    if isinstance(exc, HTTPClientError | BotoConnectionError):
+        # EndpointConnectionError is a ConnectionError, not an HTTPClientError.
+        return errors.UpstreamUnavailable("cannot reach GameLift")
+    if isinstance(exc, NoCredentialsError | CredentialRetrievalError):
+        # Often transient (IMDS or the pod identity agent starting up), so 503, not 502.
+        return errors.UpstreamUnavailable(
+            "no AWS credentials available", code="CredentialsUnavailable"
+        )
+    if isinstance(exc, ResponseParserError):
+        return errors.UpstreamBadGateway("GameLift answered something unparseable")
+    if isinstance(exc, BotoCoreError):
+        return errors.UpstreamBadGateway(f"GameLift call failed: {type(exc).__name__}")
+    if isinstance(exc, ValueError | TypeError | AttributeError | RuntimeError | OverflowError):
+        # botocore's parsers raise these, not ResponseParserError, for a bad timestamp or a
+        # body of the wrong JSON type.
+        return errors.UpstreamBadGateway("GameLift answered something unparseable")
+    return None
+
+
+def is_throttling(response: dict[str, Any]) -> bool:
+    """botocore's own list of throttling codes, so we agree with its retry logic."""
+    context = RetryContext(attempt_number=1, parsed_response=response)
+    return bool(_throttle_checker.is_retryable(context))
+
+
+def classify_client_error(exc: ClientError) -> errors.UpstreamError:
+    error: dict[str, Any] = dict(exc.response.get("Error") or {})
+    code = str(error.get("Code") or "Unknown")
+    message = f"GameLift: {code}: {str(error.get('Message') or '')[:_MESSAGE_MAX]}".rstrip(": ")
+    metadata: dict[str, Any] = dict(exc.response.get("ResponseMetadata") or {})
+    status = int(metadata.get("HTTPStatusCode") or 0)
+    match code:
+        case "InvalidRequestException":
+            return errors.UpstreamInvalidRequest(message)
+        case "UnauthorizedException" | "AccessDeniedException":
+            return errors.UpstreamUnauthorized(message, code=code)
+        case "NotFoundException":
+            return errors.UpstreamNotFound(message)
+        case "UnsupportedRegionException":
+            return errors.UpstreamBadGateway(message, code=code)
+        case "InternalServiceException":
+            return errors.UpstreamUnavailable(message, code=code)
+    if is_throttling(dict(exc.response)):
+        return errors.UpstreamThrottled(message, code=code)
+    if status >= 500:
+        return errors.UpstreamUnavailable(message, code=code)
+    # Signature, credential and model mismatches: nothing the caller can fix by asking again.
+    return errors.UpstreamBadGateway(message, code=code)
+
+
+def parse_token(response: Any, fleet_id: str, compute_name: str) -> Token:
+    """botocore does not raise on a garbage 200 body, so check the answer ourselves."""
+    auth_token = response.get("AuthToken")
+    expiration = response.get("ExpirationTimestamp")
+    if not isinstance(auth_token, str) or not AUTH_TOKEN_RE.fullmatch(auth_token):
+        raise errors.UpstreamBadGateway("GameLift answer has no valid AuthToken")
+    if not isinstance(expiration, datetime):
+        raise errors.UpstreamBadGateway("GameLift answer has no valid ExpirationTimestamp")
+    return Token(
+        fleet_id=str(response.get("FleetId") or fleet_id),
+        fleet_arn=str(response.get("FleetArn") or ""),
+        compute_name=str(response.get("ComputeName") or compute_name),
+        compute_arn=str(response.get("ComputeArn") or ""),
+        auth_token=auth_token,
+        # .timestamp() is right whatever tzinfo botocore attached (it attaches tzlocal).
+        expires_at=expiration.timestamp(),
+    )

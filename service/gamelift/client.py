@@ -1,0 +1,82 @@
+"""The aioboto3 GameLift client, on the standard AWS configuration chain, as a TokenSource."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import aioboto3
+from botocore.config import Config
+
+from service.config import Settings
+from service.gamelift.classify import classify, parse_token
+from service.ops.metrics import EventHook
+from service.tokens.token import Token
+
+if TYPE_CHECKING:
+    from types_aiobotocore_gamelift import GameLiftClient
+
+
+def aws_session() -> aioboto3.Session:
+    """A session on the standard AWS configuration chain, plus AWS_REGION.
+
+    botocore reads only AWS_DEFAULT_REGION; every other AWS SDK, EKS and ECS use AWS_REGION.
+    When it is set it wins, as it does in those SDKs; otherwise botocore's chain decides.
+    """
+    return aioboto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+
+
+class GameLiftTokenSource:
+    """Calls GetComputeAuthToken through one long-lived aioboto3 client."""
+
+    def __init__(self, client: GameLiftClient) -> None:
+        self._client = client
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        session: aioboto3.Session | None = None,
+        endpoint_url: str | None = None,
+        event_hooks: list[EventHook] | None = None,
+    ) -> AsyncIterator[GameLiftTokenSource]:
+        # Region, credentials and AWS_ENDPOINT_URL_GAMELIFT all come from botocore's own chain.
+        session = session or aws_session()
+        # botocore logs whole response bodies at DEBUG, and ours hold tokens. Whatever level the
+        # operator picks, botocore's loggers stop at INFO.
+        for name in ("botocore", "aiobotocore"):
+            logger = logging.getLogger(name)
+            if logger.level < logging.INFO:  # NOTSET is 0: it would inherit the root's level
+                logger.setLevel(logging.INFO)
+        config = Config(
+            # botocore's default is "legacy" (5 attempts, no jitter); "standard" backs off with
+            # jitter and shares a retry quota across all calls of this client. In a Config,
+            # "max_attempts" counts retries after the first; "total_max_attempts" counts all.
+            retries={"mode": "standard", "total_max_attempts": settings.upstream_max_attempts},
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            read_timeout=settings.upstream_read_timeout_seconds,
+            # One connection per in-flight key at most; more would only queue at AWS anyway.
+            max_pool_connections=min(settings.max_inflight, 100),
+            user_agent_extra="gamelift-token-broker",
+        )
+        async with session.client("gamelift", config=config, endpoint_url=endpoint_url) as client:
+            for event, handler in event_hooks or ():
+                client.meta.events.register(event, handler)
+            yield cls(client)
+
+    async def fetch(self, fleet_id: str, compute_name: str) -> Token:
+        try:
+            response = await self._client.get_compute_auth_token(
+                FleetId=fleet_id, ComputeName=compute_name
+            )
+        except Exception as exc:
+            error = classify(exc)
+            if error is None:
+                raise
+            raise error from exc
+        return parse_token(response, fleet_id, compute_name)

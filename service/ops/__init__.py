@@ -1,0 +1,1 @@
+"""Operating it: metrics, structured logs and what each request leaves behind."""

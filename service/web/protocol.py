@@ -1,0 +1,67 @@
+"""uvicorn's httptools protocol, refusing an oversized request head while it is still arriving.
+
+httptools buffers a request line and each header value in full before uvicorn sees them, so a
+check after parsing would come after the memory is spent. This counts the bytes of each request
+as they arrive and closes the connection past a bound; the precise 414/431 answers for heads
+under it come from the Front.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# uvicorn's own protocol class: we override data_received and read self.scope and
+# self.transport, which is why uvicorn's version is bounded in pyproject.toml.
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.web.answers import error_body
+from service.web.bounds import MAX_HEAD_BYTES, head_too_large
+
+# The parser is fed at most this much at a time, so that a request beginning inside a large read
+# (pipelined requests) restarts the count near where it begins.
+SLICE_BYTES = 4096
+
+_REFUSAL_BODY = error_body(head_too_large())
+_REFUSAL = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: application/json\r\n"
+    b"cache-control: no-store\r\n"
+    b"content-length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + _REFUSAL_BODY
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Bytes of the request being received (its head, and any body after it), counted from
+        # the slice it began in. The broker takes no bodies, so one past the bound is refused too.
+        self._received = 0
+
+    def data_received(self, data: bytes) -> None:
+        # One override, not three: this runs for every request. A request begins when uvicorn's
+        # on_message_begin gives it a new scope; the count then restarts with the slice it began
+        # in, so it over-counts by at most one slice and any number of small pipelined requests
+        # pass, while one head past the bound is cut off before MAX_HEAD_BYTES + SLICE_BYTES.
+        if len(data) <= SLICE_BYTES:
+            self._feed(data)
+            return
+        for start in range(0, len(data), SLICE_BYTES):
+            if self.transport.is_closing():
+                return  # refused, or uvicorn answered a parse error: the rest is not ours
+            self._feed(data[start : start + SLICE_BYTES])
+
+    def _feed(self, data: bytes) -> None:
+        scope = self.scope
+        HttpToolsProtocol.data_received(self, data)
+        received = len(data) if self.scope is not scope else self._received + len(data)
+        if received > MAX_HEAD_BYTES:
+            self._refuse()
+        self._received = received
+
+    def _refuse(self) -> None:
+        if self.transport.is_closing():
+            return  # refused already; data may still arrive from the same read
+        self.logger.warning("request head over %d bytes; connection closed", MAX_HEAD_BYTES)
+        self.transport.write(_REFUSAL)
+        self.transport.close()
