@@ -408,7 +408,7 @@ async def test_a_wall_clock_step_back_does_not_extend_a_token(
     source: FakeSource, clock: FakeClock
 ) -> None:
     cache = make_cache(source, clock)
-    first, _ = await cache.lookup(*KEY)
+    await cache.lookup(*KEY)
     source.error = errors.UpstreamUnavailable("down")
     clock.step_wall(-600)  # an NTP step or a VM resume
     clock.advance(3600 - 31)  # 31 s of real life left: served while the refresh fails
