@@ -18,11 +18,12 @@ from typing import Any
 
 import uvicorn
 
-# service.server.uvicorn_config's options with default settings; `check` proves they still are.
+# service.web.server.uvicorn_config's options with default settings; `check` proves they are.
 SERVER_OPTIONS: dict[str, Any] = {
     "lifespan": "on",
     "loop": "uvloop",
     "http": "httptools",
+    "ws": "none",
     "log_config": None,
     "access_log": False,
     "timeout_graceful_shutdown": 10,
@@ -70,7 +71,7 @@ def fastapi_app(body: dict[str, str]) -> Any:
 
 
 def bind_loopback() -> socket.socket:
-    # As service.server.bind_tcp: proto=IPPROTO_TCP, so accepted connections get TCP_NODELAY.
+    # As service.listen.bind_tcp: proto=IPPROTO_TCP, so accepted connections get TCP_NODELAY.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

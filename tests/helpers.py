@@ -101,6 +101,16 @@ class FakeSource:
         )
 
 
+def request_head(target: bytes | str, headers: dict[str, str] | None = None) -> bytes:
+    """A GET request's head, byte for byte, with Host: localhost."""
+    if isinstance(target, str):
+        target = target.encode()
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n".encode()
+    return head + b"\r\n"
+
+
 class RawConnection:
     """One keep-alive HTTP/1.1 connection that sends request targets byte for byte.
 
@@ -122,12 +132,15 @@ class RawConnection:
     async def get(
         self, target: bytes | str, headers: dict[str, str] | None = None
     ) -> tuple[int, bytes]:
-        if isinstance(target, str):
-            target = target.encode()
-        head = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n"
-        for name, value in (headers or {}).items():
-            head += f"{name}: {value}\r\n".encode()
-        self._writer.write(head + b"\r\n")
+        self._writer.write(request_head(target, headers))
+        return await self.read_answer()
+
+    def write(self, data: bytes) -> None:
+        """Send raw bytes, for example many requests at once (pipelined)."""
+        self._writer.write(data)
+
+    async def read_answer(self) -> tuple[int, bytes]:
+        """The next answer on the connection: its status and body."""
         status_line = await asyncio.wait_for(self._reader.readline(), timeout=30)
         if not status_line:
             raise ConnectionError("connection closed before an answer")

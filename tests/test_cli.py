@@ -5,16 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -22,65 +17,9 @@ import pytest
 from service.config import Settings
 from service.web.app import Lifecycle
 from service.web.server import BrokerServer, uvicorn_config
+from tests.processes import Process, broker_process, clean_env
 
 GUARD = {"X-Token-Broker-Request": "true"}
-
-
-@dataclass
-class Process:
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    def wait_for_line(self, pattern: str, timeout: float = 20) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
-
-    def start_reading(self) -> None:
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.lines.append(line.rstrip("\n"))
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKEN_BROKER_", "AWS_"))}
-    env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
-    env.update(extra)
-    return env
-
-
-@contextmanager
-def broker_process(*args: str, **env: str) -> Iterator[Process]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(**env),
-    )
-    process = Process(proc)
-    process.start_reading()
-    try:
-        yield process
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 def started(process: Process) -> tuple[str, str]:

@@ -115,3 +115,47 @@ async def test_hits_from_memory_keep_the_lru_order_and_never_outlive_the_cache()
     tokens = [int(body.removeprefix(b"token-")) for body in front[0]]
     assert tokens == [1, 1, 1, 2, 1, 1, 3, 1, 4, 5, 6, 6]
     assert front[1] == 6
+
+
+class PerCallerGuard:
+    """A rule on the caller's headers and the key together, as a caller identity would be:
+    caller a may ask for fleet-1 only, caller b for fleet-2 only."""
+
+    rotates = False
+    ALLOWED = frozenset({(b"a", "fleet-1"), (b"b", "fleet-2")})
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def epoch(self) -> object:
+        return None
+
+    def check(self, headers: list[tuple[bytes, bytes]], key: tuple[str, str]) -> None:
+        self._inner.check(headers, key)  # type: ignore[attr-defined]
+        caller = dict(headers).get(b"x-caller")
+        if (caller, key[0]) not in self.ALLOWED:
+            raise errors.Forbidden("not this caller's fleet", code="FleetNotAllowed")
+
+
+async def per_caller(serve_tokens: bool) -> list[int]:
+    statuses = []
+    async with broker(serve_tokens) as (connection, _clock, _source, app):
+        app.state.guard = PerCallerGuard(app.state.guard)  # before the first token request
+
+        async def get(path: str, caller: str, times: int = 1) -> None:
+            for _ in range(times):
+                statuses.append((await connection.get(path, {"X-Caller": caller}))[0])
+
+        one, two = "/fleets/fleet-1/computes/c/token", "/fleets/fleet-2/computes/c/token"
+        await get(one, "a", 3)  # a miss, a hit, a hit from memory: path and headers remembered
+        await get(two, "b", 3)
+        # Each path and each header set has passed before, but never together.
+        await get(two, "a", 2)
+        await get(one, "b", 2)
+    return statuses
+
+
+async def test_a_remembered_verdict_covers_its_key_not_only_its_headers() -> None:
+    front = await per_caller(True)
+    assert front == [200] * 6 + [403] * 4
+    assert front == await per_caller(False)

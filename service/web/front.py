@@ -154,7 +154,7 @@ class Front:
         # Taken before the check, so a secret rotated in between voids the verdict.
         epoch = self._guard.epoch() if entry is not None else None
         try:
-            self._guard.check(headers, key[0])
+            self._guard.check(headers, key)
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
         except Exception as exc:  # mapped to its answer in one place, for the route too

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from service import errors
 from service.config import Settings
+from service.names import Key
 
 log = logging.getLogger("service.guard")
 
@@ -79,10 +80,11 @@ class RequestGuard:
         the same object: a new secret is a new object."""
         return None if self._secret is None else self._secret.current()
 
-    def check(self, headers: Iterable[tuple[bytes, bytes]], fleet_id: str) -> None:
-        """Raise the error this request gets, or return if it may have a token.
+    def check(self, headers: Iterable[tuple[bytes, bytes]], key: Key) -> None:
+        """Raise the error this request gets, or return if `key`'s token may be given.
 
-        `headers` are the ASGI scope's: lower-case names, raw values.
+        `headers` are the ASGI scope's: lower-case names, raw values. A verdict holds for these
+        headers and this key together (the front remembers it so).
         """
         host = b""
         guard = authorization = None
@@ -107,7 +109,7 @@ class RequestGuard:
             )
         if self._secret is not None and not self._secret_matches(authorization):
             raise errors.Unauthenticated("missing or wrong caller secret")
-        if self._fleets and fleet_id not in self._fleets:
+        if self._fleets and key[0] not in self._fleets:
             raise errors.Forbidden(
                 "fleet is not in TOKEN_BROKER_ALLOWED_FLEETS", code="FleetNotAllowed"
             )
