@@ -10,7 +10,8 @@ import contextlib
 import json
 import logging
 import sys
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NoReturn, TypedDict
 
 import aioboto3
 from pydantic import ValidationError
@@ -27,8 +28,15 @@ from service.web.server import BrokerServer, uvicorn_config
 PROG = "gamelift-token-broker"
 log = logging.getLogger("service")
 
+
+class SessionArgs(TypedDict):
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    region_name: str
+
+
 # Any credentials satisfy the emulator; these exist so a machine without AWS ones can sign.
-EMULATOR_SESSION = {
+EMULATOR_SESSION: SessionArgs = {
     "aws_access_key_id": "emulator",
     "aws_secret_access_key": "emulator",
     "region_name": "us-west-2",
@@ -61,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def openapi(settings: Settings) -> dict[str, Any]:
     """The app's OpenAPI document; building it opens no upstream."""
 
-    def no_upstream(_hooks: list[EventHook]) -> Any:
+    def no_upstream(_hooks: list[EventHook]) -> NoReturn:
         raise AssertionError("the OpenAPI document needs no upstream")
 
     return create_app(settings, no_upstream).openapi()
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         elif aws_session().region_name is None:
             sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
 
-        def upstream(hooks: list[EventHook]) -> Any:
+        def upstream(hooks: list[EventHook]) -> AbstractAsyncContextManager[GameLiftTokenSource]:
             return GameLiftTokenSource.open(
                 settings, session=session, endpoint_url=endpoint_url, event_hooks=hooks
             )

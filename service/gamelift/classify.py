@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,6 +26,9 @@ from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 from service import errors
 from service.names import AUTH_TOKEN_RE
 from service.tokens.token import Token
+
+if TYPE_CHECKING:
+    from types_aiobotocore_gamelift.type_defs import GetComputeAuthTokenOutputTypeDef
 
 _MESSAGE_MAX = 200
 _throttle_checker = ThrottledRetryableChecker()
@@ -86,19 +90,24 @@ def classify_client_error(exc: ClientError) -> errors.UpstreamError:
     return errors.UpstreamBadGateway(message, code=code)
 
 
-def parse_token(response: Any, fleet_id: str, compute_name: str) -> Token:
+def parse_token(
+    response: GetComputeAuthTokenOutputTypeDef, fleet_id: str, compute_name: str
+) -> Token:
     """botocore does not raise on a garbage 200 body, so check the answer ourselves."""
-    auth_token = response.get("AuthToken")
-    expiration = response.get("ExpirationTimestamp")
+    # The stubs type the answer GameLift's model promises; botocore's parser does not enforce it
+    # (a key can be missing, a value of another JSON type), so every field is read as unchecked.
+    answer: Mapping[str, object] = response
+    auth_token = answer.get("AuthToken")
+    expiration = answer.get("ExpirationTimestamp")
     if not isinstance(auth_token, str) or not AUTH_TOKEN_RE.fullmatch(auth_token):
         raise errors.UpstreamBadGateway("GameLift answer has no valid AuthToken")
     if not isinstance(expiration, datetime):
         raise errors.UpstreamBadGateway("GameLift answer has no valid ExpirationTimestamp")
     return Token(
-        fleet_id=str(response.get("FleetId") or fleet_id),
-        fleet_arn=str(response.get("FleetArn") or ""),
-        compute_name=str(response.get("ComputeName") or compute_name),
-        compute_arn=str(response.get("ComputeArn") or ""),
+        fleet_id=str(answer.get("FleetId") or fleet_id),
+        fleet_arn=str(answer.get("FleetArn") or ""),
+        compute_name=str(answer.get("ComputeName") or compute_name),
+        compute_arn=str(answer.get("ComputeArn") or ""),
         auth_token=auth_token,
         # .timestamp() is right whatever tzinfo botocore attached (it attaches tzlocal).
         expires_at=expiration.timestamp(),

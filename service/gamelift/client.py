@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 
 from service.config import Settings
 from service.gamelift.classify import classify, parse_token
@@ -53,7 +53,9 @@ class GameLiftTokenSource:
             logger = logging.getLogger(name)
             if logger.level < logging.INFO:  # NOTSET is 0: it would inherit the root's level
                 logger.setLevel(logging.INFO)
-        config = Config(
+        # AioConfig, not botocore's Config: aiobotocore turns a Config into an AioConfig with the
+        # same defaults anyway, and its stubs (rightly) accept only the AioConfig.
+        config = AioConfig(
             # botocore's default is "legacy" (5 attempts, no jitter); "standard" backs off with
             # jitter and shares a retry quota across all calls of this client. In a Config,
             # "max_attempts" counts retries after the first; "total_max_attempts" counts all.

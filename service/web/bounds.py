@@ -6,7 +6,7 @@ bytes of headers. Anything far larger is abuse, refused before it costs more.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import chain
 from typing import Any
 
@@ -24,7 +24,7 @@ def header_bytes(headers: Iterable[tuple[bytes, bytes]]) -> int:
     return sum(map(len, chain.from_iterable(headers)))
 
 
-def oversized(scope: dict[str, Any]) -> errors.BrokerError | None:
+def oversized(scope: Mapping[str, Any]) -> errors.BrokerError | None:
     """The precise 414 or 431 for a parsed head past a bound, or None."""
     if len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) > MAX_PATH_BYTES:
         return errors.URITooLong(f"request URI over {MAX_PATH_BYTES} bytes")

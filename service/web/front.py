@@ -11,19 +11,16 @@ documentation, and answers every request itself when the front is told not to.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
+
+from starlette.types import Receive, Scope, Send
 
 from service.names import Key, is_valid_compute_name, is_valid_fleet_id
 from service.tokens.cache import CacheEntry, Outcome
 from service.web.answers import STARTED, broker_error_response, token_error, wants_text
 from service.web.bounds import header_bytes, oversized
 from service.web.render import RenderedToken
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The hit path remembers request header sets that passed every check; a few kinds of client
 # send a few sets. Small sets only, and few of them: callers choose the bytes.
@@ -90,6 +87,7 @@ class Front:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The hit path, inline: one coroutine or call less per request is measurable here.
         if scope["type"] == "http":
+            # raw_path is optional in ASGI: a None key is a miss, and cheaper than a branch here.
             served = self._served.get(scope.get("raw_path"))  # type: ignore[arg-type]
             if served is not None and scope["method"] == "GET" and not scope["query_string"]:
                 key = served.key

@@ -26,6 +26,8 @@ class RenderedToken:
     json_start: dict[str, Any]
     text_start: dict[str, Any]
 
+    # The starts are typed as ASGI messages (what send takes), so their values are Any; the
+    # headers in them are the Headers response_start built.
     @property
     def json_headers(self) -> Headers:
         return self.json_start["headers"]  # type: ignore[no-any-return]
