@@ -11,13 +11,12 @@ import json
 import logging
 import sys
 from contextlib import AbstractAsyncContextManager
-from typing import Any, NoReturn, TypedDict
+from typing import Any, NoReturn
 
-import aioboto3
 from pydantic import ValidationError
 
 from service.config import Settings, describe_error
-from service.gamelift.client import GameLiftTokenSource, aws_session
+from service.gamelift.client import GameLiftTokenSource, aws_session, emulator_session
 from service.listen import bind_tcp, bind_unix, describe
 from service.ops import logs
 from service.ops.metrics import EventHook
@@ -27,20 +26,6 @@ from service.web.server import BrokerServer, uvicorn_config
 
 PROG = "gamelift-token-broker"
 log = logging.getLogger("service")
-
-
-class SessionArgs(TypedDict):
-    aws_access_key_id: str
-    aws_secret_access_key: str
-    region_name: str
-
-
-# Any credentials satisfy the emulator; these exist so a machine without AWS ones can sign.
-EMULATOR_SESSION: SessionArgs = {
-    "aws_access_key_id": "emulator",
-    "aws_secret_access_key": "emulator",
-    "region_name": "us-west-2",
-}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,16 +77,15 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(settings.log_level)
 
     with contextlib.ExitStack() as stack:
-        session: aioboto3.Session | None = None
+        session = emulator_session() if args.emulator else aws_session()
         endpoint_url: str | None = None
         if args.emulator:
             # Only the demo mode pays for importing it; the broker reaches it only over HTTP.
             from service.emulator.embedded import embedded_emulator
 
             endpoint_url = stack.enter_context(embedded_emulator())
-            session = aioboto3.Session(**EMULATOR_SESSION)
             log.info("using the embedded GameLift emulator", extra={"endpoint": endpoint_url})
-        elif aws_session().region_name is None:
+        elif session.region_name is None:
             sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
 
         def upstream(hooks: list[EventHook]) -> AbstractAsyncContextManager[GameLiftTokenSource]:

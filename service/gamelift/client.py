@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import aioboto3
+from aioboto3 import Session
 from aiobotocore.config import AioConfig
 
 from service.config import Settings
@@ -20,13 +20,23 @@ if TYPE_CHECKING:
     from types_aiobotocore_gamelift import GameLiftClient
 
 
-def aws_session() -> aioboto3.Session:
+def aws_session() -> Session:
     """A session on the standard AWS configuration chain, plus AWS_REGION.
 
     botocore reads only AWS_DEFAULT_REGION; every other AWS SDK, EKS and ECS use AWS_REGION.
     When it is set it wins, as it does in those SDKs; otherwise botocore's chain decides.
     """
-    return aioboto3.Session(region_name=os.environ.get("AWS_REGION") or None)
+    return Session(region_name=os.environ.get("AWS_REGION") or None)
+
+
+def emulator_session() -> Session:
+    """A session for the emulator: any credentials satisfy it, and these let a machine with no
+    AWS ones sign."""
+    return Session(
+        aws_access_key_id="emulator",
+        aws_secret_access_key="emulator",  # noqa: S106 - not a secret: the emulator takes any
+        region_name="us-west-2",
+    )
 
 
 class GameLiftTokenSource:
@@ -41,7 +51,7 @@ class GameLiftTokenSource:
         cls,
         settings: Settings,
         *,
-        session: aioboto3.Session | None = None,
+        session: Session | None = None,
         endpoint_url: str | None = None,
         event_hooks: list[EventHook] | None = None,
     ) -> AsyncIterator[GameLiftTokenSource]:
