@@ -12,16 +12,15 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
-
-from cachetools import TLRUCache
 
 from service import errors
 from service.names import Key
 from service.tokens.backoff import backoff_delay
 from service.tokens.clock import SYSTEM_CLOCKS, Clocks
+from service.tokens.entries import CacheEntry, Entries
 from service.tokens.token import Token, TokenSource
 
 log = logging.getLogger("service.cache")
@@ -40,31 +39,6 @@ class Outcome(enum.StrEnum):
     COLLAPSED = "collapsed"  # this request waited on a fetch another request started
 
 
-@dataclass(slots=True)
-class CacheEntry:
-    """One held token. Every time here is on the cache's monotonic clock."""
-
-    token: Token
-    # When this token (this AuthToken value) first arrived.
-    received_at: float
-    # When it expires: its remaining lifetime on receipt, added to received_at. Never later
-    # than MAX_TRUSTED_LIFETIME after it.
-    expires_at: float
-    # Start of the refresh window. A request after this gets the token and starts one refresh.
-    refresh_at: float
-    # The minimum-validity point. From here on the token is never served, and the TLRU drops it.
-    serve_until: float
-    # After a failed background refresh, no new one starts before this.
-    retry_at: float = 0.0
-    # Consecutive failed background refreshes; drives the back-off and resets on success.
-    failures: int = 0
-    # Consecutive refreshes that brought this same token back; drives the same back-off.
-    repeats: int = 0
-    # Whatever the render hook made of the token (the HTTP layer's pre-rendered bodies), so the
-    # hot path serialises nothing.
-    rendered: Any = field(default=None, repr=False)
-
-
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
     refresh_ahead: float = 300.0
@@ -72,37 +46,6 @@ class CachePolicy:
     max_entries: int = 10_000
     max_inflight: int = 256
     deadline: float = 10.0
-
-
-class _Entries(TLRUCache[Key, CacheEntry]):
-    """The TLRU, with the same entries in a plain dict beside it.
-
-    A dict lookup is all a remembered hit can afford (web/front.py); the TLRU's own lookup costs
-    a few microseconds. Every way an entry leaves (replaced, evicted, expired) passes one of
-    these three overrides: that is how cachetools routes removals, and why its version is
-    bounded in pyproject.toml.
-    """
-
-    def __init__(self, maxsize: int, ttu: Any, timer: Callable[[], float]) -> None:
-        super().__init__(maxsize=maxsize, ttu=ttu, timer=timer)
-        self.held: dict[Key, CacheEntry] = {}
-
-    def __setitem__(self, key: Key, value: CacheEntry) -> None:
-        super().__setitem__(key, value)
-        if key in self:  # not stored if it had already expired
-            self.held[key] = value
-        else:
-            self.held.pop(key, None)
-
-    def __delitem__(self, key: Key) -> None:
-        self.held.pop(key, None)  # first: the TLRU raises KeyError after removing an expired one
-        super().__delitem__(key)
-
-    def expire(self, time: Any = None) -> Any:
-        expired = super().expire(time)
-        for key, _ in expired:
-            self.held.pop(key, None)
-        return expired
 
 
 class TokenCache:
@@ -123,7 +66,7 @@ class TokenCache:
         self._wall = clocks.wall
         self._render = render
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._entries = _Entries(maxsize=policy.max_entries, ttu=_serve_until, timer=self._now)
+        self._entries = Entries(maxsize=policy.max_entries, timer=self._now)
         # One task per key being fetched. Waiters shield it; it removes itself when done, so an
         # error is shared by the callers of that one attempt but never cached.
         self._inflight: dict[Key, asyncio.Task[CacheEntry]] = {}
@@ -347,7 +290,3 @@ class TokenCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _serve_until(_key: Key, entry: CacheEntry, _now: float) -> float:
-    return entry.serve_until

@@ -17,7 +17,8 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from service.names import Key, is_valid_compute_name, is_valid_fleet_id
-from service.tokens.cache import CacheEntry, Outcome
+from service.tokens.cache import Outcome
+from service.tokens.entries import CacheEntry
 from service.web.answers import STARTED, broker_error_response, token_error, wants_text
 from service.web.bounds import header_bytes, oversized
 from service.web.render import RenderedToken

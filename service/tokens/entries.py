@@ -1,0 +1,73 @@
+"""What the cache holds: one entry per key, in a TLRU with a plain dict mirror for the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import TLRUCache
+
+from service.names import Key
+from service.tokens.token import Token
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """One held token. Every time here is on the cache's monotonic clock."""
+
+    token: Token
+    # When this token (this AuthToken value) first arrived.
+    received_at: float
+    # When it expires: its remaining lifetime on receipt, added to received_at. Never later
+    # than MAX_TRUSTED_LIFETIME after it.
+    expires_at: float
+    # Start of the refresh window. A request after this gets the token and starts one refresh.
+    refresh_at: float
+    # The minimum-validity point. From here on the token is never served, and the TLRU drops it.
+    serve_until: float
+    # After a failed background refresh, no new one starts before this.
+    retry_at: float = 0.0
+    # Consecutive failed background refreshes; drives the back-off and resets on success.
+    failures: int = 0
+    # Consecutive refreshes that brought this same token back; drives the same back-off.
+    repeats: int = 0
+    # Whatever the render hook made of the token (the HTTP layer's pre-rendered bodies), so the
+    # hot path serialises nothing.
+    rendered: Any = field(default=None, repr=False)
+
+
+class Entries(TLRUCache[Key, CacheEntry]):
+    """The TLRU, with the same entries in a plain dict beside it.
+
+    A dict lookup is all a remembered hit can afford (web/front.py); the TLRU's own lookup costs
+    a few microseconds. Every way an entry leaves (replaced, evicted, expired) passes one of
+    these three overrides: that is how cachetools routes removals, and why its version is
+    bounded in pyproject.toml.
+    """
+
+    def __init__(self, maxsize: int, timer: Callable[[], float]) -> None:
+        # Each entry's time to use is its own serve_until, on the same clock as the timer.
+        super().__init__(maxsize=maxsize, ttu=_serve_until, timer=timer)
+        self.held: dict[Key, CacheEntry] = {}
+
+    def __setitem__(self, key: Key, value: CacheEntry) -> None:
+        super().__setitem__(key, value)
+        if key in self:  # not stored if it had already expired
+            self.held[key] = value
+        else:
+            self.held.pop(key, None)
+
+    def __delitem__(self, key: Key) -> None:
+        self.held.pop(key, None)  # first: the TLRU raises KeyError after removing an expired one
+        super().__delitem__(key)
+
+    def expire(self, time: Any = None) -> Any:
+        expired = super().expire(time)
+        for key, _ in expired:
+            self.held.pop(key, None)
+        return expired
+
+
+def _serve_until(_key: Key, entry: CacheEntry, _now: float) -> float:
+    return entry.serve_until
