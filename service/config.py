@@ -27,7 +27,11 @@ class Settings(BaseSettings):
 
     refresh_ahead_seconds: float = Field(300.0, gt=0)
     min_validity_seconds: float = Field(30.0, ge=0)
+    refresh_spread: float = Field(0.5, ge=0, le=1)
     cache_max_entries: int = Field(10_000, ge=1)
+    failure_backoff_max_seconds: float = Field(5.0, gt=0, le=300)
+    upstream_rate: float = Field(5.0, gt=0)
+    upstream_burst: int = Field(10, ge=1)
 
     upstream_deadline_seconds: float = Field(10.0, gt=0, le=300)
     upstream_connect_timeout_seconds: float = Field(2.0, gt=0)

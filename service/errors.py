@@ -93,3 +93,9 @@ class UpstreamThrottled(UpstreamUnavailable):
 
 class UpstreamTimeout(UpstreamUnavailable):
     code = "UpstreamTimeout"
+
+
+class BudgetExhausted(UpstreamUnavailable):
+    """This host's share of the account's GameLift calls is spent for now (see Retry-After)."""
+
+    code = "UpstreamBudgetExhausted"

@@ -100,7 +100,14 @@ class Broker:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    defaults: dict[str, Any] = {"require_request_header": False}
+    # No spread of the refresh point: tests name the window's exact edges (the spread has its
+    # own tests). A budget no test of other things runs into.
+    defaults: dict[str, Any] = {
+        "require_request_header": False,
+        "refresh_spread": 0.0,
+        "upstream_rate": 1000.0,
+        "upstream_burst": 1000,
+    }
     return Settings(**{**defaults, **overrides})
 
 

@@ -27,7 +27,15 @@ def source(clock: FakeClock) -> FakeSource:
 
 
 def make_cache(source: FakeSource, clock: FakeClock, **policy: float) -> TokenCache:
-    defaults = {"refresh_ahead": 300.0, "min_validity": 30.0, "deadline": 5.0}
+    # No spread and a large budget: these tests name exact window edges and count calls.
+    defaults = {
+        "refresh_ahead": 300.0,
+        "min_validity": 30.0,
+        "deadline": 5.0,
+        "refresh_spread": 0.0,
+        "upstream_rate": 1000.0,
+        "upstream_burst": 1000.0,
+    }
     return TokenCache(
         source, CachePolicy(**{**defaults, **policy}), clocks=clock.clocks, rng=random.Random(7)
     )

@@ -18,9 +18,11 @@ from typing import Any
 
 from service import errors
 from service.names import Key
-from service.tokens.backoff import backoff_delay
+from service.tokens.backoff import backoff_delay, failure_delay
+from service.tokens.budget import Budget
 from service.tokens.clock import SYSTEM_CLOCKS, Clocks
 from service.tokens.entries import CacheEntry, Entries
+from service.tokens.recent import Recent, again
 from service.tokens.token import Token, TokenSource
 
 log = logging.getLogger("service.cache")
@@ -30,6 +32,9 @@ MAX_TRUSTED_LIFETIME = 86_400.0
 # GameLift hands back the token it already issued until fewer than this many seconds remain
 # (the GameLift Agent's source says so); asking again before then only brings the same token.
 REMINT_SECONDS = 900.0
+# A fetch for a key with no token waits at most this long for the host's call budget; past it
+# the caller is told when to come back.
+BUDGET_WAIT_SECONDS = 2.0
 
 
 class Outcome(enum.StrEnum):
@@ -46,6 +51,21 @@ class CachePolicy:
     max_entries: int = 10_000
     max_inflight: int = 256
     deadline: float = 10.0
+    # A key whose fetch failed (and holds no token) is not fetched again for a jittered,
+    # growing back-off of at most this long; its requests get the same error meanwhile.
+    failure_backoff_max: float = 5.0
+    # The host's budget of GameLift calls: this many a second, this many at once.
+    upstream_rate: float = 5.0
+    upstream_burst: float = 10.0
+    # Where in its refresh window an entry's refresh point falls: drawn at random in the first
+    # `refresh_spread` of the window (0: at its start), so brokers that started together do
+    # not refresh together for ever. The rest of the window is left for retries.
+    refresh_spread: float = 0.5
+
+    @property
+    def recent_keys(self) -> int:
+        """How many keys' failures and evicted tokens the cache remembers."""
+        return max(256, self.max_entries // 4)
 
 
 class TokenCache:
@@ -66,7 +86,11 @@ class TokenCache:
         self._wall = clocks.wall
         self._render = render
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._entries = Entries(maxsize=policy.max_entries, timer=self._now)
+        self._entries = Entries(
+            maxsize=policy.max_entries, timer=self._now, evicted=self._remember_evicted
+        )
+        self._recent = Recent(policy.recent_keys)
+        self._budget = Budget(policy.upstream_rate, policy.upstream_burst, self._now)
         # One task per key being fetched. Waiters shield it; it removes itself when done, so an
         # error is shared by the callers of that one attempt but never cached.
         self._inflight: dict[Key, asyncio.Task[CacheEntry]] = {}
@@ -104,7 +128,17 @@ class TokenCache:
 
     async def refresh(self, key: Key) -> CacheEntry:
         """Fetch a new token for `key` now, or join the fetch already under way."""
-        task = self._inflight.get(key) or self._start_fetch(key)
+        task = self._inflight.get(key)
+        if task is None:
+            held = self._entries.get(key)
+            if held is not None and not self._budget.take_spare():
+                # A token that still works waits its turn behind keys that have none.
+                wait = self._budget.next_spare()
+                held.retry_at = self._now() + wait
+                error = errors.BudgetExhausted("the host's GameLift call budget is spent")
+                error.retry_after = max(1, math.ceil(wait))
+                raise error
+            task = self._start_fetch(key, budgeted=held is not None)
         return await asyncio.shield(task)
 
     def peek(self, key: Key) -> CacheEntry | None:
@@ -118,6 +152,8 @@ class TokenCache:
     async def lookup(self, fleet_id: str, compute_name: str) -> tuple[CacheEntry, Outcome]:
         key = (fleet_id, compute_name)
         entry = self._entries.get(key)  # the TLRU has already dropped anything past serve_until
+        if entry is None and key not in self._inflight:
+            entry = self._from_recent(key)
         if entry is not None:
             now = self._now()
             if now < entry.refresh_at:
@@ -133,23 +169,60 @@ class TokenCache:
         # fetch the other callers share.
         return await asyncio.shield(task), outcome
 
+    def _from_recent(self, key: Key) -> CacheEntry | None:
+        """An evicted token that may still be served, put back; or, while the key backs off
+        after a failed fetch, that fetch's error again. None if neither."""
+        trace = self._recent.get(key)
+        if trace is None:
+            return None
+        now = self._now()
+        if trace.evicted is not None:
+            entry, trace.evicted = trace.evicted, None
+            if now < entry.serve_until:
+                self._entries[key] = entry  # the most recently used again
+                return entry
+        if trace.error is not None and now < trace.retry_at:
+            raise again(trace.error, trace.retry_at - now)
+        return None
+
+    def _remember_evicted(self, key: Key, entry: CacheEntry) -> None:
+        # A caller cycling through more keys than the cache holds would otherwise make a call
+        # each time it came back to one.
+        self._recent.trace(key).evicted = entry
+
     def _refresh_in_background(self, key: Key, entry: CacheEntry, now: float) -> None:
         if key in self._inflight or now < max(entry.retry_at, self._throttled_until):
             return
         if len(self._inflight) >= self._policy.max_inflight:
             return  # the still-valid token carries on; a later request will try again
-        self._start_fetch(key)
+        if not self._budget.take_spare():
+            entry.retry_at = now + self._budget.next_spare()  # yield to keys with no token
+            return
+        self._start_fetch(key, budgeted=True)
 
-    def _start_fetch(self, key: Key) -> asyncio.Task[CacheEntry]:
+    def _start_fetch(self, key: Key, *, budgeted: bool = False) -> asyncio.Task[CacheEntry]:
+        """Start the one fetch for `key`. `budgeted`: its call was already taken from the
+        budget (a refresh); otherwise one is booked here, with a short wait at most."""
         if len(self._inflight) >= self._policy.max_inflight:
             raise errors.TooManyInflight("too many tokens are being fetched at once")
         backing_off = self._throttled_until - self._now()
         if backing_off > 0:
             # Fail fast rather than queue: the caller's Retry-After says when to come back.
-            error = errors.UpstreamThrottled("GameLift is throttling; backing off")
+            error: errors.BrokerError = errors.UpstreamThrottled(
+                "GameLift is throttling; backing off"
+            )
             error.retry_after = math.ceil(backing_off)
             raise error
-        task = asyncio.get_running_loop().create_task(self._fetch(key), name=f"fetch {key}")
+        wait = 0.0
+        if not budgeted:
+            booked = self._budget.reserve(BUDGET_WAIT_SECONDS)
+            if booked is None:
+                error = errors.BudgetExhausted("the host's GameLift call budget is spent")
+                error.retry_after = max(1, math.ceil(self._budget.next_spare()))
+                raise error
+            wait = booked
+        fetch = self._fetch(key, wait)
+        task = asyncio.get_running_loop().create_task(fetch, name=f"fetch {key}")
         self._inflight[key] = task
         task.add_done_callback(partial(self._fetch_done, key))
         return task
@@ -160,7 +233,9 @@ class TokenCache:
         if not task.cancelled():
             task.exception()  # a background refresh has no waiter; mark its error as seen
 
-    async def _fetch(self, key: Key) -> CacheEntry:
+    async def _fetch(self, key: Key, wait: float = 0.0) -> CacheEntry:
+        if wait > 0:
+            await asyncio.sleep(wait)  # the budget's turn for this call
         started = time.perf_counter()
         try:
             # One deadline over the whole fetch: botocore's retries multiply its per-attempt
@@ -189,6 +264,7 @@ class TokenCache:
             self._note_failure(key, started, error)
             raise error from exc
         self._throttle_failures = 0
+        self._recent.pop(key)  # a success clears the key's back-off
         previous = self._entries.get(key)
         if previous is not None and previous.token.auth_token == token.auth_token:
             entry = self._repeated_entry(previous, token, received + lifetime, received)
@@ -215,13 +291,16 @@ class TokenCache:
     ) -> CacheEntry:
         lifetime = expires_at - received
         policy = self._policy
+        # Half the lifetime at most, so a short-lived token is not refreshed on every request.
+        window_opens = expires_at - min(policy.refresh_ahead, lifetime / 2)
+        serve_until = expires_at - min(policy.min_validity, lifetime / 10)
+        spread = policy.refresh_spread * (serve_until - window_opens)
         return CacheEntry(
             token=token,
             received_at=received,
             expires_at=expires_at,
-            # Half the lifetime at most, so a short-lived token is not refreshed on every request.
-            refresh_at=expires_at - min(policy.refresh_ahead, lifetime / 2),
-            serve_until=expires_at - min(policy.min_validity, lifetime / 10),
+            refresh_at=window_opens + (self._rng.uniform(0, spread) if spread > 0 else 0.0),
+            serve_until=serve_until,
             rendered=rendered if rendered is not None or not self._render else self._render(token),
         )
 
@@ -259,15 +338,25 @@ class TokenCache:
         evicted = False
         if entry is not None and isinstance(error, errors.UpstreamNotFound):
             # The compute (or fleet) is gone: deregistered. Its token must not outlive it, as
-            # the EKS Pod Identity Agent evicts on irrecoverable errors; the next request asks
-            # GameLift again and is told so.
+            # the EKS Pod Identity Agent evicts on irrecoverable errors; the next request is
+            # told so.
             self._entries.pop(key, None)
             entry, evicted = None, True
-        elif entry is not None:
+        if entry is not None:
             # A still-valid token keeps being served; space out the background retries.
             entry.failures += 1
             retry_in = backoff_delay(entry.failures, self._rng)
             entry.retry_at = now + retry_in
+        else:
+            # No token to serve: the key backs off, and its requests meanwhile get this same
+            # error without a call, told truthfully when to come back.
+            trace = self._recent.trace(key)
+            trace.failures += 1
+            trace.evicted = None
+            retry_in = failure_delay(trace.failures, self._policy.failure_backoff_max, self._rng)
+            trace.retry_at = now + retry_in
+            trace.error = error
+            error.retry_after = max(error.retry_after or 0, math.ceil(retry_in))
         log.warning(
             "upstream fetch failed",
             extra={

@@ -42,14 +42,20 @@ class Entries(TLRUCache[Key, CacheEntry]):
 
     A dict lookup is all a remembered hit can afford (web/front.py); the TLRU's own lookup costs
     a few microseconds. Every way an entry leaves (replaced, evicted, expired) passes one of
-    these three overrides: that is how cachetools routes removals, and why its version is
-    bounded in pyproject.toml.
+    these overrides, and an eviction passes popitem(): that is how cachetools routes removals,
+    and why its version is bounded in pyproject.toml.
     """
 
-    def __init__(self, maxsize: int, timer: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        timer: Callable[[], float],
+        evicted: Callable[[Key, CacheEntry], None] | None = None,
+    ) -> None:
         # Each entry's time to use is its own serve_until, on the same clock as the timer.
         super().__init__(maxsize=maxsize, ttu=_serve_until, timer=timer)
         self.held: dict[Key, CacheEntry] = {}
+        self._evicted = evicted
 
     def __setitem__(self, key: Key, value: CacheEntry) -> None:
         super().__setitem__(key, value)
@@ -61,6 +67,14 @@ class Entries(TLRUCache[Key, CacheEntry]):
     def __delitem__(self, key: Key) -> None:
         self.held.pop(key, None)  # first: the TLRU raises KeyError after removing an expired one
         super().__delitem__(key)
+
+    def popitem(self) -> tuple[Key, CacheEntry]:
+        # Only the LRU bound evicts through here (after expiring what is due): the entry is
+        # still valid, and the cache may want to remember it.
+        key, entry = super().popitem()
+        if self._evicted is not None:
+            self._evicted(key, entry)
+        return key, entry
 
     def expire(self, time: Any = None) -> Any:
         expired = super().expire(time)

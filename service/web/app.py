@@ -45,6 +45,10 @@ def cache_policy(settings: Settings) -> CachePolicy:
         max_entries=settings.cache_max_entries,
         max_inflight=settings.max_inflight,
         deadline=settings.upstream_deadline_seconds,
+        failure_backoff_max=settings.failure_backoff_max_seconds,
+        upstream_rate=settings.upstream_rate,
+        upstream_burst=settings.upstream_burst,
+        refresh_spread=settings.refresh_spread,
     )
 
 
