@@ -66,8 +66,8 @@ class Front:
         self._serve_tokens = serve_tokens
         # Two memos make a repeated hit a few dict lookups; the first request of each kind takes
         # the checked path, which fills them. Raw paths that were served a hit: a path in here
-        # is well formed, within the size bound and of an allowed fleet. The entry itself comes
-        # from the cache each time, so a replaced or evicted one is never served.
+        # is well formed and within the size bound. The entry itself comes from the cache each
+        # time, so a replaced or evicted one is never served.
         self._served: dict[bytes, Served] = {}
         self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
         # (key, header set) that passed the size bounds and the guard -> (wants text, epoch).
