@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     prefetch: CommaList = []
+    prefetch_jitter_seconds: float = Field(0.5, ge=0, le=60)
 
     _split = field_validator("allowed_hosts", "allowed_fleets", "prefetch", mode="before")(
         _split_commas

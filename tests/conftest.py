@@ -105,8 +105,8 @@ def make_settings(**overrides: Any) -> Settings:
     defaults: dict[str, Any] = {
         "require_request_header": False,
         "refresh_spread": 0.0,
-        "upstream_rate": 1000.0,
-        "upstream_burst": 1000,
+        "upstream_rate": 1e9,
+        "upstream_burst": 1_000_000_000,
     }
     return Settings(**{**defaults, **overrides})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 
 import pytest
 
@@ -33,8 +34,8 @@ def make_cache(source: FakeSource, clock: FakeClock, **policy: float) -> TokenCa
         "min_validity": 30.0,
         "deadline": 5.0,
         "refresh_spread": 0.0,
-        "upstream_rate": 1000.0,
-        "upstream_burst": 1000.0,
+        "upstream_rate": 1e9,
+        "upstream_burst": 1e9,
     }
     return TokenCache(
         source, CachePolicy(**{**defaults, **policy}), clocks=clock.clocks, rng=random.Random(7)
@@ -185,15 +186,50 @@ async def test_backoff_is_capped_at_30_seconds(source: FakeSource, clock: FakeCl
     assert (await cache.lookup(*KEY))[0].token.auth_token == "token-1"  # still served
 
 
-async def test_errors_are_not_cached(source: FakeSource, clock: FakeClock) -> None:
+async def test_a_failing_key_backs_off_and_repeats_its_error(
+    source: FakeSource, clock: FakeClock
+) -> None:
     cache = make_cache(source, clock)
     source.error = errors.UpstreamNotFound("no such compute")
-    for attempt in range(1, 4):
+    with pytest.raises(errors.UpstreamNotFound) as first:
+        await cache.lookup(*KEY)
+    assert first.value.retry_after == 1  # 0.25-0.5 s, in whole seconds rounded up
+    # During the back-off: the same error, told when to come back, and no call.
+    for _ in range(100):
+        with pytest.raises(errors.UpstreamNotFound) as again:
+            await cache.lookup(*KEY)
+        assert again.value.retry_after == 1 and again.value is not first.value
+        assert again.value.message == first.value.message
+    assert source.calls == 1
+    # Each step of the back-off allows one call, and the steps grow: 0.5, 1, 2, 4, then 5 s.
+    for step in range(1, 8):
+        trace = cache._recent.get(KEY)
+        assert trace is not None
+        delay = trace.retry_at - clock.mono
+        assert min(0.25 * 2 ** (step - 1), 2.5) <= delay <= min(0.5 * 2 ** (step - 1), 5.0)
+        clock.advance(delay)
         with pytest.raises(errors.UpstreamNotFound):
             await cache.lookup(*KEY)
-        assert source.calls == attempt
+        assert source.calls == 1 + step
+    # A success clears it: the compute registered.
     source.error = None
-    assert (await cache.fetch(*KEY)).auth_token == "token-4"
+    clock.advance(5)
+    assert (await cache.lookup(*KEY))[1] is Outcome.MISS
+    assert cache._recent.get(KEY) is None
+
+
+async def test_500_requests_for_a_failing_key_make_a_handful_of_calls(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    # The measured abuse: 500 sequential requests in 1.1 s made 500 calls.
+    cache = make_cache(source, clock)
+    source.error = errors.UpstreamNotFound("no such compute")
+    for _ in range(500):
+        with pytest.raises(errors.UpstreamNotFound):
+            await cache.lookup(*KEY)
+        clock.advance(1.1 / 500)
+    # Back-off steps of at most 0.5, 1 and 2 s fit in 1.1 s: at most four calls.
+    assert 2 <= source.calls <= 4
 
 
 async def test_concurrent_waiters_share_one_failure(source: FakeSource, clock: FakeClock) -> None:
@@ -232,6 +268,7 @@ async def test_already_expired_answer_is_refused(source: FakeSource, clock: Fake
     with pytest.raises(errors.UpstreamBadGateway):
         await cache.lookup(*KEY)
     source.expires_at = None
+    clock.advance(0.5)  # past the key's first back-off step
     assert (await cache.lookup(*KEY))[1] is Outcome.MISS
     assert source.calls == 2
 
@@ -264,9 +301,36 @@ async def test_lru_bound(source: FakeSource, clock: FakeClock) -> None:
     await cache.lookup("fleet-1", "b")
     await cache.lookup("fleet-1", "a")  # a is now the most recent
     await cache.lookup("fleet-1", "c")  # evicts b
-    assert len(cache) == 2
+    assert len(cache) == 2 and set(cache.held) == {("fleet-1", "a"), ("fleet-1", "c")}
     assert (await cache.lookup("fleet-1", "a"))[1] is Outcome.HIT
-    assert (await cache.lookup("fleet-1", "b"))[1] is Outcome.MISS
+    # b's token was remembered when it was evicted: back without a call, evicting c.
+    entry, outcome = await cache.lookup("fleet-1", "b")
+    assert (entry.token.auth_token, outcome, source.calls) == ("token-2", Outcome.HIT, 3)
+    assert set(cache.held) == {("fleet-1", "a"), ("fleet-1", "b")}
+
+
+async def test_keys_cycled_through_a_full_cache_make_one_call_each(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    # The measured abuse: 101 keys through a cache of 100, five times, made 505 calls.
+    cache = make_cache(source, clock, max_entries=100)
+    for _ in range(5):
+        for n in range(101):
+            entry, _ = await cache.lookup("fleet-1", f"c{n}")
+            assert entry.token.compute_name == f"c{n}"
+        clock.advance(10)
+    assert source.calls == 101
+
+
+async def test_an_evicted_token_past_its_minimum_validity_is_fetched_again(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock, max_entries=1)
+    await cache.lookup("fleet-1", "a")
+    await cache.lookup("fleet-1", "b")  # evicts a, remembered
+    clock.advance(3600 - 29)  # a's token is below its minimum validity now
+    entry, outcome = await cache.lookup("fleet-1", "a")
+    assert (entry.token.auth_token, outcome) == ("token-3", Outcome.MISS)
 
 
 async def test_expired_entries_are_never_served(source: FakeSource, clock: FakeClock) -> None:
@@ -459,6 +523,12 @@ async def test_a_gone_compute_drops_its_token(source: FakeSource, clock: FakeClo
     await settle(cache)
     # Deregistered: no token for it any more, though 200 s of its last one remain.
     assert cache.entry(KEY) is None and cache.peek(KEY) is None and KEY not in cache.held
+    # The next request gets that refresh's 404 without a call, during the key's back-off; then
+    # GameLift is asked again.
+    with pytest.raises(errors.UpstreamNotFound) as gone:
+        await cache.lookup(*KEY)
+    assert source.calls == 2 and gone.value.retry_after == 1
+    clock.advance(0.5)
     with pytest.raises(errors.UpstreamNotFound):
         await cache.lookup(*KEY)
     assert source.calls == 3
@@ -551,3 +621,80 @@ async def test_held_mirrors_the_tlru_through_every_way_out(
     await cache.lookup("f-1", "b")  # the store runs the TLRU's expiry
     agree()
     assert set(cache.held) == {("f-1", "b")}
+
+
+async def test_the_budget_books_calls_for_keys_with_no_token(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    cache = make_cache(source, clock, upstream_rate=10.0, upstream_burst=2.0, budget_wait=0.3)
+    started = time.monotonic()
+    # Two at once, then one each 0.1 s: three more fit in the 0.3 s wait, the sixth does not.
+    results = await asyncio.gather(
+        *(cache.lookup("fleet-1", f"k{n}") for n in range(6)), return_exceptions=True
+    )
+    waited = time.monotonic() - started
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], errors.BudgetExhausted)
+    assert refused[0].status == 503 and refused[0].retry_after == 1
+    assert source.calls == 5
+    assert waited >= 0.25  # the booked calls waited their turn
+
+
+async def test_refreshes_yield_to_keys_with_no_token(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock, upstream_rate=1.0, upstream_burst=1.0, budget_wait=5.0)
+    await cache.lookup("fleet-1", "held")  # the one call the budget has now
+    clock.advance(3600 - 200)  # "held" is in its refresh window; the budget has refilled
+    assert (await cache.lookup("fleet-1", "new"))[1] is Outcome.MISS  # takes it
+    entry, outcome = await cache.lookup("fleet-1", "held")
+    assert outcome is Outcome.STALE and cache.inflight == 0 and source.calls == 2
+    assert entry.retry_at == pytest.approx(clock.mono + 1.0)  # when one is spare again
+    clock.advance(1.0)
+    await lookups_of(cache, ("fleet-1", "held"))
+    assert source.calls == 3 and cache.entry(("fleet-1", "held")).token.auth_token == "token-3"  # type: ignore[union-attr]
+
+
+async def lookups_of(cache: TokenCache, key: tuple[str, str]) -> None:
+    await cache.lookup(*key)
+    await settle(cache)
+
+
+async def test_refresh_points_spread_over_the_window(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock, refresh_spread=0.5)
+    entries = [(await cache.lookup("fleet-1", f"k{n}"))[0] for n in range(200)]
+    opens = clock.mono + 3600 - 300
+    latest = opens + 0.5 * (300 - 30)  # the first half of the window, to minimum validity
+    points = [entry.refresh_at for entry in entries]
+    assert all(opens <= point <= latest for point in points)
+    assert max(points) - min(points) > 0.8 * (latest - opens)  # spread, not in lockstep
+
+
+async def test_the_record_of_recent_keys_is_bounded(source: FakeSource, clock: FakeClock) -> None:
+    cache = make_cache(source, clock, max_entries=8)
+    source.error = errors.UpstreamNotFound("no such compute")
+    for n in range(2000):
+        with pytest.raises(errors.UpstreamNotFound):
+            await cache.lookup("fleet-1", f"k{n}")
+    assert len(cache._recent) == CachePolicy(max_entries=8).recent_keys == 256
+
+
+async def test_prefetch_start_is_jittered_within_its_bound(clock: FakeClock) -> None:
+    from service.tokens.prefetch import Prefetcher
+
+    source = FakeSource(clock)
+    cache = make_cache(source, clock)
+    keys = [("fleet-1", f"k{n}") for n in range(20)]
+    started = time.monotonic()
+    runner = asyncio.create_task(
+        Prefetcher(cache, keys, start_jitter=0.4, rng=random.Random(3)).run()
+    )
+    try:
+        await eventually(lambda: source.calls >= 1)
+        first = time.monotonic() - started
+        await eventually(lambda: source.calls == 20)
+        last = time.monotonic() - started
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    assert last - first > 0.1  # not all at once
+    assert last < 0.4 + 2.0  # and none later than the bound (plus a loaded machine's lag)

@@ -32,9 +32,6 @@ MAX_TRUSTED_LIFETIME = 86_400.0
 # GameLift hands back the token it already issued until fewer than this many seconds remain
 # (the GameLift Agent's source says so); asking again before then only brings the same token.
 REMINT_SECONDS = 900.0
-# A fetch for a key with no token waits at most this long for the host's call budget; past it
-# the caller is told when to come back.
-BUDGET_WAIT_SECONDS = 2.0
 
 
 class Outcome(enum.StrEnum):
@@ -57,6 +54,9 @@ class CachePolicy:
     # The host's budget of GameLift calls: this many a second, this many at once.
     upstream_rate: float = 5.0
     upstream_burst: float = 10.0
+    # A fetch for a key with no token waits at most this long for its turn in the budget;
+    # past it the caller is told when to come back.
+    budget_wait: float = 2.0
     # Where in its refresh window an entry's refresh point falls: drawn at random in the first
     # `refresh_spread` of the window (0: at its start), so brokers that started together do
     # not refresh together for ever. The rest of the window is left for retries.
@@ -215,7 +215,7 @@ class TokenCache:
             raise error
         wait = 0.0
         if not budgeted:
-            booked = self._budget.reserve(BUDGET_WAIT_SECONDS)
+            booked = self._budget.reserve(self._policy.budget_wait)
             if booked is None:
                 error = errors.BudgetExhausted("the host's GameLift call budget is spent")
                 error.retry_after = max(1, math.ceil(self._budget.next_spare()))

@@ -25,10 +25,14 @@ class Prefetcher:
         cache: TokenCache,
         keys: list[Key],
         *,
+        start_jitter: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
         self._cache = cache
         self._keys = list(dict.fromkeys(keys))
+        # A thousand hosts restarted together must not all ask in the same 100 ms; a lone one
+        # waits this much at most.
+        self._start_jitter = start_jitter
         self._now = cache.clock  # monotonic, as every entry's times are
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
@@ -53,6 +57,8 @@ class Prefetcher:
                 group.create_task(self._keep(key), name=f"prefetch {key}")
 
     async def _keep(self, key: Key) -> None:
+        if self._start_jitter > 0:
+            await asyncio.sleep(self._rng.uniform(0, self._start_jitter))
         failures = 0
         while True:
             entry = self._cache.entry(key)

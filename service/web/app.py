@@ -73,7 +73,9 @@ def create_app(
             # Registered after the client, so it runs first: background fetches stop before the
             # client they use is closed.
             stack.push_async_callback(cache.close)
-            prefetcher = Prefetcher(cache, settings.prefetch_keys)
+            prefetcher = Prefetcher(
+                cache, settings.prefetch_keys, start_jitter=settings.prefetch_jitter_seconds
+            )
             metrics.watch(
                 entries=lambda: len(cache),
                 inflight=lambda: cache.inflight,
