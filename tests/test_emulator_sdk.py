@@ -3,6 +3,7 @@ by frame, with the control plane driven by real botocore, all under a real uvico
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -298,3 +299,48 @@ async def test_lenient_mode_accepts_any_issued_token():
         assert (await server.process_ready())["StatusCode"] == 200
         assert h.process(server.process_id)["Location"] == LOCATION
         await server.close()
+
+
+async def test_processes_and_game_sessions_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    from service.emulator import sessions
+
+    monkeypatch.setattr(sessions, "MAX_PROCESSES", 3)
+    monkeypatch.setattr(sessions, "MAX_GAME_SESSIONS", 2)
+    async with host() as h:
+        servers = []
+        for port in range(7001, 7006):
+            server = await h.game_server()
+            await server.connect()
+            await server.process_ready(port=port)
+            await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+            await server.push("CreateGameSession")
+            await server.request("TerminateServerProcess")
+            await server.close()
+            servers.append(server)
+            await eventually(lambda s=server: not h.process(s.process_id)["Connected"])
+        state = await h.state()
+        assert len(state["processes"]) == 3
+        assert len(state["game_sessions"]) == 2
+        # The newest are kept.
+        assert state["processes"][-1]["ProcessId"] == servers[-1].process_id
+
+
+async def test_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    # Another test's uvicorn may have set this process-wide logger to warning.
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    async with host() as h:
+        server = await h.game_server()
+        await server.connect()
+        await server.process_ready()
+        bad = GameServer(h.endpoint, FLEET, "host-2", server.auth_token)
+        with pytest.raises(InvalidStatus):
+            await bad.connect()
+        await server.close()
+    # The server's side: the emulator's and uvicorn's loggers (botocore and the websockets client
+    # log what they send at debug; they are the game server's, not ours).
+    ours = [r for r in caplog.records if r.name.startswith(("uvicorn", "service"))]
+    lines = [record.getMessage() for record in ours]
+    assert any("Authorization=***" in line for line in lines)  # uvicorn's lines, redacted
+    for token in h.emulator.issued_tokens:
+        assert not [line for line in lines if token in line]

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from service.emulator import redact
 from service.emulator.control import AMZ_JSON, ControlPlane
 from service.emulator.faults import FAULTS, Faults
 from service.emulator.ratelimit import RateLimits
@@ -253,6 +254,7 @@ class Emulator:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                redact.install()  # before the first socket: uvicorn logs its query string
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn sends this only after in-flight requests end (or its graceful timeout

@@ -171,8 +171,9 @@ class Sessions:
         if location is not None and location not in fleet.locations:
             raise invalid(f"Fleet {fleet_id} has no location {location}")
         wanted = idempotency_token or session_id
-        if wanted and (known := self._by_idempotency.get(wanted)) in self.game_sessions:
-            return self.game_sessions[known]  # the same request again: the same game session
+        known = self.game_sessions.get(self._by_idempotency.get(wanted or "", ""))
+        if known is not None:
+            return known  # the same request again: the same game session
         for process in self.processes.values():
             compute = self.registry.computes.get(f"{process.fleet_id}/{process.compute_name}")
             if (
