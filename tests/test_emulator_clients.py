@@ -181,3 +181,16 @@ async def test_the_javascript_sdk_registers_describes_and_gets_a_token(tmp_path)
             Location=LOCATION,
         )
         assert conflict["name"] == "ConflictException"
+
+
+def test_a_missing_client_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_CLI_PATH", "/nonexistent/aws")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="missing in CI"):
+        aws_cli()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        aws_cli()
+    monkeypatch.setenv("PATH", "/nonexistent")  # no node either
+    with pytest.raises(pytest.skip.Exception):
+        node()
