@@ -41,3 +41,15 @@ def parse_key(item: str) -> Key | None:
     if sep and is_valid_fleet_id(fleet) and is_valid_compute_name(compute):
         return fleet, compute
     return None
+
+
+# RegisterCompute's own shapes (the compute it creates, not one it looks up): ComputeName,
+# IpAddress, DnsNameInput and LocationStringModel, with their length bounds.
+REGISTER_COMPUTE_NAME_MAX = 128
+IP_ADDRESS_RE = re.compile(r"[0-9A-Fa-f:.]{1,128}")
+DNS_NAME_RE = re.compile(r"[0-9a-zA-Z_.-]{1,256}")
+LOCATION_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+# CreateGameSession's IdStringModel (GameSessionId, IdempotencyToken) and DescribeGameSessions'
+# ArnStringModel (a game session id is an ARN).
+ID_STRING_RE = re.compile(r"[a-zA-Z0-9-]{1,48}")
+GAME_SESSION_ARN_RE = re.compile(r"[a-zA-Z0-9:/-]{1,512}")

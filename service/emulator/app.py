@@ -1,56 +1,37 @@
-"""The emulator's control plane: GameLift over AWS JSON 1.1, with tokens and injectable faults."""
+"""The emulator's ASGI app (control plane, SDK websocket, /_emulator/*) and its facade."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service.names import (
-    COMPUTE_NAME_MAX,
-    COMPUTE_NAME_OR_ARN_RE,
-    FLEET_ID_MAX,
-    FLEET_ID_OR_ARN_RE,
-)
+from service.emulator import redact
+from service.emulator.control import AMZ_JSON, ControlPlane
+from service.emulator.faults import FAULTS, Faults
+from service.emulator.ratelimit import RateLimits
+from service.emulator.sdk import SdkSockets, endpoint_of
+from service.emulator.sessions import Sessions
+from service.emulator.shapes import ACTIONS
+from service.emulator.state import Options, Registry
 
-AMZ_JSON = "application/x-amz-json-1.1"
+__all__ = ["AMZ_JSON", "FAULTS", "TARGET", "Emulator"]
+
 TARGET = "GameLift.GetComputeAuthToken"
-ACCOUNT = "123456789012"
-
-# botocore checks only types and lengths client-side, so the service is what rejects a bad
-# pattern: the model's patterns of FleetIdOrArn and ComputeNameOrArn.
-_FLEET_RE = FLEET_ID_OR_ARN_RE
-_COMPUTE_RE = COMPUTE_NAME_OR_ARN_RE
-
-# fault kind -> (HTTP status, AWS error type); the faults that shape the body are handled apart.
-_ERROR_FAULTS = {
-    "internal": (500, "InternalServiceException"),
-    "throttle": (400, "ThrottlingException"),
-    "not_found": (400, "NotFoundException"),
-    "unauthorized": (400, "UnauthorizedException"),
-    "invalid_request": (400, "InvalidRequestException"),
-    "unsupported_region": (400, "UnsupportedRegionException"),
-}
-FAULTS = frozenset(_ERROR_FAULTS) | {
-    "hang",
-    "garbage",
-    "garbage_json",
-    "bad_timestamp",
-    "expired",
-}
-_SETTINGS = frozenset({"fault", "count", "latency", "token_lifetime", "reset_calls"})
+MAX_BODY = 1 << 20  # CreateGameSession's GameSessionData alone may be 256 KiB
+_NUMBERS = ("latency", "token_lifetime", "refresh_lead")
+_SETTINGS = frozenset({*_NUMBERS, "fault", "count", "reset_calls", "token_reuse", "rate_limits"})
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Emulator:
-    """GetComputeAuthToken over the real wire protocol; every knob is a plain attribute."""
+    """A local GameLift Anywhere: one state model, the AWS JSON and SDK websocket adapters."""
 
     def __init__(
         self,
@@ -59,98 +40,203 @@ class Emulator:
         latency: float = 0.0,
         region: str = "us-west-2",
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        strict: bool = False,
+        fleets: list[str] | None = None,
+        location: str = "custom-local",
+        token_reuse: bool = True,
+        refresh_lead: float = 300.0,
+        rate_limits: Any = None,
     ) -> None:
-        self.token_lifetime = token_lifetime
-        self.latency = latency
-        self.region = region
         self.clock = clock
-        self.calls = 0
-        self.call_log: list[tuple[str, str]] = []
-        self.issued_tokens: list[str] = []
-        self._fault: str | None = None
-        self._fault_remaining: int | None = None
-        # Created lazily: an asyncio.Event binds to the loop that first waits on it, and the
-        # emulator is often built before the loop that serves it exists.
-        self._released: asyncio.Event | None = None
-        self._call_seen: asyncio.Event | None = None
+        self.options = Options(
+            strict=strict,
+            fleets=list(fleets or []),
+            location=location,
+            region=region,
+            token_lifetime=token_lifetime,
+            token_reuse=token_reuse,
+            refresh_lead=refresh_lead,
+        )
+        self.registry = Registry(self.options, clock)
+        self.sessions = Sessions(self.registry)
+        self.faults = Faults()
+        self.limits = RateLimits(monotonic)
+        self.limits.apply(rate_limits, ACTIONS)
+        self.control = ControlPlane(self.registry, self.sessions, self.faults, self.limits)
+        self.control.latency = latency
+        self.sockets = SdkSockets(self.sessions)
 
-    @property
-    def fault(self) -> str | None:
-        return self._fault
+    # -- the surface the tests and bench/ use ---------------------------------------------------
 
     @property
     def app(self) -> Emulator:
         return self
 
+    @property
+    def calls(self) -> int:
+        """GetComputeAuthToken calls (the broker's tests count these); see action_calls."""
+        return self.control.calls
+
+    @property
+    def action_calls(self) -> dict[str, int]:
+        return dict(self.control.action_calls)
+
+    @property
+    def call_log(self) -> list[tuple[str, str]]:
+        """(fleet, compute) of each GetComputeAuthToken call, the last 10,000."""
+        return list(self.control.call_log)
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every token minted, oldest first, the last 10,000 (for tests: they are secrets)."""
+        return list(self.registry.issued)
+
+    @property
+    def latency(self) -> float:
+        return self.control.latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self.control.latency = value
+
+    @property
+    def token_lifetime(self) -> float:
+        return self.options.token_lifetime
+
+    @token_lifetime.setter
+    def token_lifetime(self, value: float) -> None:
+        self.options.token_lifetime = value
+
+    @property
+    def region(self) -> str:
+        return self.options.region
+
+    @region.setter
+    def region(self, value: str) -> None:
+        self.options.region = value
+
+    @property
+    def fault(self) -> str | None:
+        return self.faults.kind
+
     def set_fault(self, kind: str | None, count: int | None = None) -> None:
-        """Fault every call (count None) or only the next `count` calls; kind None clears."""
-        if kind is not None and (not isinstance(kind, str) or kind not in FAULTS):
-            raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULTS)}")
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
-            raise ValueError("count must be an integer or null")
-        if count is not None and count < 1:
-            raise ValueError("count must be at least 1")
-        self._fault, self._fault_remaining = kind, (count if kind else None)
+        """Fault every GetComputeAuthToken call (count None) or the next `count`; None clears."""
+        self.faults.set(kind, count)
 
     def release_hangs(self) -> None:
         """Wake every hanging request; each then answers 500 InternalServiceException."""
-        if self._released is not None:
-            self._released.set()
-            self._released = None  # requests that hang from now on wait on a fresh event
+        self.faults.release()
 
     async def wait_for_calls(self, n: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Return once `calls >= n`; raise TimeoutError after `timeout` seconds."""
         # The timeout argument is part of the API the tests share, hence the noqa.
         async with asyncio.timeout(timeout):
-            while self.calls < n:
-                self._call_seen = self._call_seen or asyncio.Event()
-                await self._call_seen.wait()
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "fault": self._fault,
-            "fault_remaining": self._fault_remaining,
-            "latency": self.latency,
-            "token_lifetime": self.token_lifetime,
-        }
+            await self.control.wait_for_calls(n)
 
     def configure(self, changes: dict[str, Any]) -> None:
-        """Apply a control-plane change; everything is checked before anything changes."""
+        """Apply a /_emulator/config change; everything is checked before anything changes."""
         if unknown := set(changes) - _SETTINGS:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
-        for name in ("latency", "token_lifetime"):
+        for name in _NUMBERS:
             value = changes.get(name, 0.0)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite, non-negative number")
-        if not isinstance(changes.get("reset_calls", False), bool):
-            raise ValueError("reset_calls must be a boolean")
+        for name in ("reset_calls", "token_reuse"):
+            if not isinstance(changes.get(name, False), bool):
+                raise ValueError(f"{name} must be a boolean")
+        if "rate_limits" in changes:
+            RateLimits(self.limits.monotonic).apply(changes["rate_limits"], ACTIONS)  # a dry run
         if "fault" in changes or "count" in changes:
-            self.set_fault(changes.get("fault", self._fault), changes.get("count"))
+            self.set_fault(changes.get("fault", self.faults.kind), changes.get("count"))
         if "latency" in changes:
             self.latency = float(changes["latency"])
-        if "token_lifetime" in changes:
-            self.token_lifetime = float(changes["token_lifetime"])
+        for name in ("token_lifetime", "refresh_lead"):
+            if name in changes:
+                setattr(self.options, name, float(changes[name]))
+        if "token_reuse" in changes:
+            self.options.token_reuse = changes["token_reuse"]
+        if "rate_limits" in changes:
+            self.limits.apply(changes["rate_limits"], ACTIONS)
         if changes.get("reset_calls"):
-            self.calls = 0
-            self.call_log.clear()
+            self.control.calls = 0
+            self.control.call_log.clear()
+            self.control.action_calls.clear()
+
+    def state(self) -> dict[str, Any]:
+        """Settings, counters and the whole world, as JSON for tests and for a person."""
+        registry, sessions = self.registry, self.sessions
+        return {
+            "calls": self.calls,
+            "fault": self.faults.kind,
+            "fault_remaining": self.faults.remaining,
+            "latency": self.latency,
+            "token_lifetime": self.token_lifetime,
+            "token_reuse": self.options.token_reuse,
+            "refresh_lead": self.options.refresh_lead,
+            "strict": self.options.strict,
+            "rate_limits": self.limits.describe(),
+            "action_calls": self.action_calls,
+            "fleets": [
+                {"FleetId": f.fleet_id, "Locations": sorted(f.locations)}
+                for f in registry.fleets.values()
+            ],
+            "computes": [
+                {
+                    "FleetId": c.fleet_id,
+                    "ComputeName": c.name,
+                    "IpAddress": c.ip_address,
+                    "DnsName": c.dns_name,
+                    "Location": c.location,
+                    "ComputeStatus": c.status,
+                    "Registered": not c.implicit,
+                }
+                for c in registry.computes.values()
+            ],
+            "processes": [p.public() for p in sessions.processes.values()],
+            "game_sessions": [
+                {
+                    "GameSessionId": s.arn,
+                    "FleetId": s.fleet_id,
+                    "Location": s.location,
+                    "ProcessId": s.process_id,
+                    "ComputeName": s.compute_name,
+                    "Status": s.status,
+                    "Port": s.port,
+                    "PlayerSessions": list(s.player_sessions),
+                    "PlayerSessionCreationPolicy": s.policy,
+                }
+                for s in sessions.game_sessions.values()
+            ],
+        }
+
+    # -- ASGI -------------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+        elif scope["type"] == "websocket":
+            await self.sockets.serve(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         path, method = scope["path"], scope["method"]
-        if path == "/" and method == "POST":
-            await self._api(dict(scope["headers"]), body, receive, send)
+        if body is None:
+            await _answer(send, 413, {"error": f"request body over {MAX_BODY} bytes"})
+        elif path == "/" and method == "POST":
+            endpoint = endpoint_of(scope, scope["scheme"] == "https")
+            status, payload, kind = await self.control.handle(
+                dict(scope["headers"]), body, receive, endpoint
+            )
+            await _raw(send, status, payload, kind)
         elif path == "/_emulator/healthz":
-            await _answer(send, 200, {"status": "ok"}, "application/json")
+            await _answer(send, 200, {"status": "ok"})
         elif path == "/_emulator/state" and method == "GET":
-            await _answer(send, 200, self.state(), "application/json")
+            await _answer(send, 200, self.state())
         elif path == "/_emulator/config" and method == "POST":
             try:
                 changes = json.loads(body or b"{}")
@@ -158,140 +244,39 @@ class Emulator:
                     raise ValueError("expected a JSON object")
                 self.configure(changes)
             except ValueError as exc:  # JSONDecodeError is a ValueError too
-                await _answer(send, 400, {"error": str(exc)}, "application/json")
+                await _answer(send, 400, {"error": str(exc)})
                 return
-            await _answer(send, 200, self.state(), "application/json")
+            await _answer(send, 200, self.state())
         else:
-            await _answer(send, 404, {"error": "not found"}, "application/json")
+            await _answer(send, 404, {"error": "not found"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                redact.install()  # before the first socket: uvicorn logs its query string
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn sends this only after in-flight requests end (or its graceful timeout
                 # cancels them), so hangs end by disconnect or release_hangs. Dropping the
                 # loop-bound events lets the same emulator be served again on another loop.
                 self.release_hangs()
-                self._call_seen = None
+                self.control.forget_loop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _api(
-        self, headers: dict[bytes, bytes], body: bytes, receive: Receive, send: Send
-    ) -> None:
-        # botocore always signs, so a missing header means a client that is not botocore.
-        if not headers.get(b"authorization"):
-            message = "Missing Authentication Token"
-            await _error(send, 400, "MissingAuthenticationTokenException", message)
-            return
-        if headers.get(b"x-amz-target", b"").decode("latin-1") != TARGET:
-            await _error(send, 400, "UnknownOperationException", "Unknown operation")
-            return
-        try:
-            request = json.loads(body)
-        except ValueError:
-            request = None
-        fleet, compute = _field(request, "FleetId"), _field(request, "ComputeName")
-        if fleet is None or compute is None:
-            message = "Expected a JSON object with string FleetId and ComputeName"
-            await _error(send, 400, "SerializationException", message)
-            return
-        self.calls += 1
-        self.call_log.append((fleet, compute))
-        if self._call_seen is not None:
-            self._call_seen.set()
-            self._call_seen = None
-        # Taken on arrival, so "the next N calls" means the next N to arrive, whatever latency.
-        fault = self._take_fault()
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        fleet_match = _valid(_FLEET_RE, fleet, FLEET_ID_MAX)
-        compute_match = _valid(_COMPUTE_RE, compute, COMPUTE_NAME_MAX)
-        if fault == "hang":
-            if await self._hang(receive):
-                await _error(send, 500, "InternalServiceException", "Released from a hang")
-        elif fault in _ERROR_FAULTS:
-            status, kind = _ERROR_FAULTS[fault]
-            message = "Rate exceeded" if fault == "throttle" else f"Injected fault: {fault}"
-            await _error(send, status, kind, message)
-        elif fault == "garbage":
-            await _raw(send, 200, b"<html>oops</html>", "text/html")
-        elif fault == "garbage_json":
-            await _answer(send, 200, {"Unexpected": True}, AMZ_JSON)
-        elif fault == "bad_timestamp":
-            # Well-formed JSON whose timestamp botocore's parser cannot take: it raises a plain
-            # ValueError from deep inside, not a ResponseParserError.
-            answer = self._token(fleet, compute, 0.0)
-            answer["ExpirationTimestamp"] = "not-a-time"
-            await _answer(send, 200, answer, AMZ_JSON)
-        elif fleet_match is None or compute_match is None:
-            message = "FleetId or ComputeName does not match the expected pattern"
-            await _error(send, 400, "InvalidRequestException", message)
-        else:
-            now = self.clock()
-            expires = now - 60 if fault == "expired" else now + self.token_lifetime
-            fleet_id = fleet_match.group("id") or fleet
-            compute_name = compute_match.group("id") or compute
-            await _answer(send, 200, self._token(fleet_id, compute_name, expires), AMZ_JSON)
 
-    async def _hang(self, receive: Receive) -> bool:
-        """Wait for release_hangs (True) or for the client to go away (False)."""
-        self._released = self._released or asyncio.Event()
-        released = asyncio.ensure_future(self._released.wait())
-        # Without this, a client that gave up would leave the request to block server shutdown.
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            done, _ = await asyncio.wait({released, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            released.cancel()
-            gone.cancel()
-        return released in done
-
-    def _take_fault(self) -> str | None:
-        fault = self._fault
-        if fault is not None and self._fault_remaining is not None:
-            self._fault_remaining -= 1
-            if self._fault_remaining <= 0:
-                self._fault = self._fault_remaining = None
-        return fault
-
-    def _token(self, fleet_id: str, compute_name: str, expires: float) -> dict[str, Any]:
-        token = str(uuid.uuid4())
-        self.issued_tokens.append(token)
-        arn = f"arn:aws:gamelift:{self.region}:{ACCOUNT}"
-        return {
-            "FleetId": fleet_id,
-            "FleetArn": f"{arn}:fleet/{fleet_id}",
-            "ComputeName": compute_name,
-            "ComputeArn": f"{arn}:compute/{compute_name}",
-            "AuthToken": token,
-            "ExpirationTimestamp": expires,
-        }
-
-
-def _field(request: Any, name: str) -> str | None:
-    value = request.get(name) if isinstance(request, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _valid(pattern: re.Pattern[str], value: str, max_length: int) -> re.Match[str] | None:
-    return pattern.fullmatch(value) if 0 < len(value) <= max_length else None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body, or None past MAX_BODY (the rest is read and dropped)."""
+    chunks, size = [], 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= MAX_BODY:
+            chunks.append(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+            return b"".join(chunks) if size <= MAX_BODY else None
 
 
 async def _raw(send: Send, status: int, body: bytes, content_type: str) -> None:
@@ -304,9 +289,5 @@ async def _raw(send: Send, status: int, body: bytes, content_type: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _answer(send: Send, status: int, payload: dict[str, Any], content_type: str) -> None:
-    await _raw(send, status, json.dumps(payload).encode(), content_type)
-
-
-async def _error(send: Send, status: int, kind: str, message: str) -> None:
-    await _answer(send, status, {"__type": kind, "message": message}, AMZ_JSON)
+async def _answer(send: Send, status: int, payload: dict[str, Any]) -> None:
+    await _raw(send, status, json.dumps(payload).encode(), "application/json")

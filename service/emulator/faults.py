@@ -1,0 +1,74 @@
+"""Injected faults for GetComputeAuthToken: errors, hangs, garbage answers, expired tokens."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# fault kind -> (HTTP status, AWS error type); the faults that shape the body are handled apart.
+ERROR_FAULTS = {
+    "internal": (500, "InternalServiceException"),
+    "throttle": (400, "ThrottlingException"),
+    "not_found": (400, "NotFoundException"),
+    "unauthorized": (400, "UnauthorizedException"),
+    "invalid_request": (400, "InvalidRequestException"),
+    "unsupported_region": (400, "UnsupportedRegionException"),
+}
+FAULTS = frozenset(ERROR_FAULTS) | {"hang", "garbage", "garbage_json", "bad_timestamp", "expired"}
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Faults:
+    """One fault kind, for every call or for the next `remaining` calls, and the hang gate."""
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.remaining: int | None = None
+        # Created lazily: an asyncio.Event binds to the loop that first waits on it, and the
+        # emulator is often built before the loop that serves it exists.
+        self._released: asyncio.Event | None = None
+
+    def set(self, kind: str | None, count: int | None = None) -> None:
+        """Fault every call (count None) or only the next `count` calls; kind None clears."""
+        if kind is not None and (not isinstance(kind, str) or kind not in FAULTS):
+            raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULTS)}")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+            raise ValueError("count must be an integer or null")
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1")
+        self.kind, self.remaining = kind, (count if kind else None)
+
+    def take(self) -> str | None:
+        """The fault for the call that just arrived, counting it down."""
+        kind = self.kind
+        if kind is not None and self.remaining is not None:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.kind = self.remaining = None
+        return kind
+
+    def release(self) -> None:
+        """Wake every hanging request."""
+        if self._released is not None:
+            self._released.set()
+            self._released = None  # requests that hang from now on wait on a fresh event
+
+    async def hang(self, receive: Receive) -> bool:
+        """Wait for release (True) or for the client to go away (False)."""
+        self._released = self._released or asyncio.Event()
+        released = asyncio.ensure_future(self._released.wait())
+        # Without this, a client that gave up would leave the request to block server shutdown.
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            done, _ = await asyncio.wait({released, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            gone.cancel()
+        return released in done
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

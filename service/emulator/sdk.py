@@ -1,0 +1,242 @@
+"""The server SDK's websocket adapter: connect checks, request frames, replies and pushes.
+
+Follows ../shared/reference/SDK5.md: the token is the `Authorization` query parameter, a refused
+upgrade is an HTTP 403, frames are compact JSON text, replies echo Action and RequestId, and
+every push carries `StatusCode: 200`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from service.emulator.errors import ApiError, invalid
+from service.emulator.sessions import Sessions
+
+SDK_PATH = "/sdk"
+CONNECT_PARAMETERS = ("pID", "ComputeId", "FleetId", "IdempotencyToken", "Authorization")
+MAX_QUEUED_FRAMES = 256  # a client that stops reading loses its socket, not our memory
+MAX_FRAME = 1 << 20
+# ApiError codes as the SDKs' status codes (they map 400, 401, 403, 404, 409, 429 and 5xx).
+_STATUS = {"NotFoundException": 404, "ConflictException": 409, "Forbidden": 403}
+
+log = logging.getLogger("service.emulator.sdk")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class Connection:
+    process_id: str
+    generation: int
+    endpoint: str  # the URL this socket came in on: RefreshConnection sends the process back
+    queue: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(MAX_QUEUED_FRAMES)
+    )
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """The connect parameters. The C++ SDK does not URL-encode, so split by hand and unquote
+    (never unquote_plus: a raw '+' is a '+')."""
+    params: dict[str, str] = {}
+    for part in raw.decode("latin-1").split("&"):
+        name, _, value = part.partition("=")
+        if name:
+            params.setdefault(unquote(name), unquote(value))
+    return params
+
+
+def endpoint_of(scope: dict[str, Any], secure: bool) -> str:
+    """Our own websocket URL as the caller reached us (its Host header), for answers and pushes."""
+    host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 0)
+        host = f"[{server[0]}]:{server[1]}" if ":" in str(server[0]) else f"{server[0]}:{server[1]}"
+    return f"{'wss' if secure else 'ws'}://{host}{SDK_PATH}"
+
+
+class SdkSockets:
+    """Every live socket by process id; the state model pushes through `push`."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+        self.live: dict[str, Connection] = {}
+        sessions.push = self.push
+
+    def push(self, process_id: str, action: str, fields: dict[str, Any]) -> bool:
+        connection = self.live.get(process_id)
+        if connection is None:
+            return False
+        frame = {"Action": action, "RequestId": str(uuid.uuid4()), **fields, "StatusCode": 200}
+        try:
+            connection.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def serve(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        params = parse_query(scope.get("query_string", b""))
+        try:
+            if scope["path"].rstrip("/") != SDK_PATH:
+                raise ApiError("Forbidden", "not the SDK's websocket path", 403)
+            if missing := [p for p in CONNECT_PARAMETERS if not params.get(p)]:
+                raise ApiError("Forbidden", f"missing connect parameters: {missing}", 403)
+            process = self.sessions.connect(
+                params["pID"],
+                params["FleetId"],
+                params["ComputeId"],
+                params["Authorization"],
+                params["IdempotencyToken"],
+                params.get("sdkLanguage", ""),
+                params.get("sdkVersion", ""),
+            )
+        except ApiError as refused:
+            # The process id is no secret; the token never appears here.
+            log.info("refused an SDK connect", extra={"reason": refused.message})
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+        connection = Connection(
+            process.process_id, process.generation, endpoint_of(scope, scope["scheme"] == "wss")
+        )
+        self.live[process.process_id] = connection  # a refreshed reconnect replaces the old one
+        await send({"type": "websocket.accept"})
+        writer = asyncio.create_task(self._write(connection, send))
+        refresher = asyncio.create_task(self._refresh(connection, process.auth_token))
+        try:
+            await self._read(connection, receive)
+        finally:
+            refresher.cancel()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self.sessions.disconnect(connection.process_id, connection.generation)
+            if self.live.get(connection.process_id) is connection:
+                del self.live[connection.process_id]
+
+    async def _read(self, connection: Connection, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None or len(text) > MAX_FRAME:
+                continue  # the SDKs send only text frames; anything else is not a request
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(frame, dict):
+                continue
+            reply = self.reply(connection.process_id, frame)
+            try:
+                connection.queue.put_nowait(reply)
+            except asyncio.QueueFull:
+                return  # it is not reading its replies: uvicorn closes the socket
+
+    async def _write(self, connection: Connection, send: Send) -> None:
+        while (frame := await connection.queue.get()) is not None:
+            text = json.dumps(frame, separators=(",", ":"))
+            await send({"type": "websocket.send", "text": text})
+        await send({"type": "websocket.close", "code": 1000})
+
+    async def _refresh(self, connection: Connection, token: str) -> None:
+        """RefreshConnection before the socket's token expires, and again for each new one."""
+        options = self.sessions.registry.options
+        issued = self.sessions.registry.tokens.get(token)
+        remaining = issued.expires - self.sessions.registry.clock() if issued else 0.0
+        while True:
+            # refresh_lead before expiry, or halfway through a token shorter than twice that.
+            await asyncio.sleep(max(remaining - options.refresh_lead, remaining / 2, 0.05))
+            if self.live.get(connection.process_id) is not connection:
+                return  # replaced: the new socket has its own timer
+            new_token = self.sessions.refresh(connection.process_id)
+            if new_token is None:
+                return
+            fields = {"RefreshConnectionEndpoint": connection.endpoint, "AuthToken": new_token}
+            self.push(connection.process_id, "RefreshConnection", fields)
+            remaining = options.token_lifetime
+
+    def reply(self, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+        action, request_id = frame.get("Action"), frame.get("RequestId")
+        envelope = {"Action": action, "RequestId": request_id}
+        try:
+            handler = _HANDLERS.get(action) if isinstance(action, str) else None
+            if handler is None:
+                raise invalid(f"the emulator does not support the action {action!r}")
+            return {**envelope, **handler(self.sessions, process_id, frame), "StatusCode": 200}
+        except ApiError as error:
+            status = _STATUS.get(error.code, error.status)
+            return {**envelope, "StatusCode": status, "ErrorMessage": error.message}
+
+
+def _text(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name)
+    if not isinstance(value, str) or not value:
+        raise invalid(f"{name} must be a non-empty string")
+    return value
+
+
+def _activate(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+    port, log_paths = frame.get("Port"), frame.get("LogPaths") or []
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise invalid("Port must be an integer from 1 to 65535")
+    if not isinstance(log_paths, list) or not all(isinstance(p, str) for p in log_paths):
+        raise invalid("LogPaths must be a list of strings")
+    sessions.activate(process_id, port, log_paths[:100])
+    return {}
+
+
+def _heartbeat(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+    healthy = frame.get("HealthStatus")
+    if not isinstance(healthy, bool):
+        raise invalid("HealthStatus must be a boolean")
+    sessions.heartbeat(process_id, healthy)
+    return {}
+
+
+def _activate_game_session(
+    sessions: Sessions, process_id: str, frame: dict[str, Any]
+) -> dict[str, Any]:
+    sessions.activate_game_session(process_id, _text(frame, "GameSessionId"))
+    return {}
+
+
+def _terminate(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+    sessions.terminate(process_id)
+    return {}
+
+
+def _player(add: bool) -> Callable[[Sessions, str, dict[str, Any]], dict[str, Any]]:
+    def handle(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+        arn, player = _text(frame, "GameSessionId"), _text(frame, "PlayerSessionId")
+        sessions.player_session(process_id, arn, player, add)
+        return {}
+
+    return handle
+
+
+def _policy(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
+    arn, policy = _text(frame, "GameSessionId"), _text(frame, "PlayerSessionPolicy")
+    sessions.set_policy(process_id, arn, policy)
+    return {}
+
+
+_HANDLERS: dict[str, Callable[[Sessions, str, dict[str, Any]], dict[str, Any]]] = {
+    "ActivateServerProcess": _activate,
+    "HeartbeatServerProcess": _heartbeat,
+    "ActivateGameSession": _activate_game_session,
+    "TerminateServerProcess": _terminate,
+    "AcceptPlayerSession": _player(add=True),
+    "RemovePlayerSession": _player(add=False),
+    "UpdatePlayerSessionCreationPolicy": _policy,
+}
