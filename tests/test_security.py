@@ -196,7 +196,7 @@ async def test_oversized_requests(broker: Broker, emulator: Emulator) -> None:
 async def test_inflight_cap_refuses_new_keys_not_joiners(start_broker, emulator: Emulator):
     import asyncio
 
-    emulator.latency = 0.5
+    emulator.latency = 3  # the two fetches must still be in flight when c9 asks, under load too
     async with start_broker(max_inflight=2) as broker:
         first = [asyncio.create_task(broker.token("fleet-1", f"c{i}")) for i in range(2)]
         await emulator.wait_for_calls(2)
