@@ -21,7 +21,8 @@ BENCH = REPO / "bench"
 PYTHON = sys.executable
 GUARD = {"X-Token-Broker-Request": "true"}
 
-BROKER_ADDRESS = re.compile(r'"address": "(http://[^"]+)"')
+# The broker's start-up report lists its listeners; the reference apps print an address.
+BROKER_ADDRESS = re.compile(r'"(?:listeners|address)": \[?"(http://[^"]+)"')
 UVICORN_ADDRESS = re.compile(r"Uvicorn running on (http://\S+)")
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.web.app import Lifecycle
+from service.ops.readiness import Readiness
 from service.web.server import BrokerServer, uvicorn_config
 from tests.processes import Process, broker_process, clean_env
 
@@ -24,10 +24,9 @@ GUARD = {"X-Token-Broker-Request": "true"}
 
 def started(process: Process) -> tuple[str, str]:
     """(broker URL, emulator URL) from the start-up log lines."""
-    url = process.wait_for_line(r'"address": "(http://127\.0\.0\.1:\d+)"').group(1)
-    emulator = process.wait_for_line(r'"endpoint": "(http://127\.0\.0\.1:\d+)"').group(1)
+    line = process.start_line()
     process.wait_for_line('"event": "ready"')
-    return url, emulator
+    return process.url(), str(line["endpoint"])
 
 
 def test_emulator_mode_serves_a_token_like_the_readme_says() -> None:
@@ -81,10 +80,10 @@ def test_missing_region_stops_start_up_with_one_line() -> None:
 
 def test_stop_signal_marks_the_app_draining() -> None:
     settings = Settings()
-    lifecycle = Lifecycle()
-    server = BrokerServer(uvicorn_config(object(), settings), lifecycle)
+    readiness = Readiness()
+    server = BrokerServer(uvicorn_config(object(), settings), readiness)
     server.handle_exit(signal.SIGTERM, None)
-    assert lifecycle.draining and server.should_exit
+    assert readiness.draining and server.should_exit
 
 
 async def test_sigterm_lets_in_flight_requests_finish() -> None:
