@@ -55,7 +55,7 @@ def create_app(
     emulator in tests and demos. `readiness` is shared with the server, which marks it serving
     and draining, and with whoever opens the upstream (no credentials: never ready).
     """
-    metrics = Metrics()
+    metrics = Metrics(__version__)
     readiness = readiness or Readiness()
 
     @asynccontextmanager
