@@ -155,3 +155,39 @@ async def test_sigterm_stops_taking_connections() -> None:
             assert not slow.done()
             assert (await slow).status_code == 200
         assert await asyncio.to_thread(process.proc.wait, 20) in (0, -signal.SIGTERM)
+
+
+async def test_drain_keeps_listening_with_readyz_503() -> None:
+    drain = 3.0
+    with broker_process(
+        "--emulator",
+        "--port",
+        "0",
+        TOKEN_BROKER_DRAIN_SECONDS=str(drain),
+        TOKEN_BROKER_OPS_PORT="0",
+    ) as process:
+        url, _ = started(process)
+        ops = str(process.start_line()["ops_listener"])
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(f"{url}/readyz")).status_code == 200
+            signalled = time.monotonic()
+            process.proc.send_signal(signal.SIGTERM)
+            while (await client.get(f"{ops}/readyz")).status_code == 200:
+                assert time.monotonic() - signalled < 2, "readiness did not turn at once"
+            turned = time.monotonic() - signalled
+            # Still listening, on both listeners, and still serving tokens, while endpoints go.
+            token = await client.get(f"{url}/fleets/fleet-1/computes/c/token", headers=GUARD)
+            assert token.status_code == 200
+            assert (await client.get(f"{url}/readyz")).status_code == 503
+        host, port = url.removeprefix("http://").split(":")
+        while True:  # then uvicorn's own shutdown closes the port
+            try:
+                _, writer = await asyncio.open_connection(host, int(port))
+            except ConnectionRefusedError:
+                break
+            writer.close()
+            assert time.monotonic() - signalled < drain + 10, "never stopped listening"
+            await asyncio.sleep(0.02)
+        closed = time.monotonic() - signalled
+        assert await asyncio.to_thread(process.proc.wait, 20) in (0, -signal.SIGTERM)
+    assert turned < drain <= closed + 0.2, (turned, closed)
