@@ -42,6 +42,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
     parser.add_argument("--uds", metavar="PATH", help="also listen on a unix socket (mode 0660)")
     parser.add_argument(
+        "--uds-group",
+        metavar="GROUP",
+        help="group (name or id) to own the unix socket: the group game servers run in",
+    )
+    parser.add_argument(
+        "--no-tcp", action="store_true", help="listen on the unix socket only (needs --uds)"
+    )
+    parser.add_argument(
         "--emulator",
         action="store_true",
         help="run against a local GameLift emulator instead of AWS (no account needed)",
@@ -53,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0-65535, got {args.port}")
+    if (args.no_tcp or args.uds_group) and not args.uds:
+        parser.error("--no-tcp and --uds-group need --uds PATH")
     return args
 
 
@@ -93,9 +103,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"{PROG}: no AWS region: set AWS_REGION (or use --emulator to try it out)")
 
         try:
-            sockets = [bind_tcp(args.host, args.port)]
+            sockets = [] if args.no_tcp else [bind_tcp(args.host, args.port)]
             if args.uds:
-                sockets.append(bind_unix(args.uds))
+                sockets.append(bind_unix(args.uds, group=args.uds_group))
             ops_sockets = []
             if settings.ops_port is not None:
                 ops_sockets.append(bind_tcp(settings.ops_host, settings.ops_port))

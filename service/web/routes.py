@@ -81,7 +81,7 @@ async def get_token(request: Request, fleet_id: str, compute_name: str) -> Respo
             "compute_name must match ^[a-zA-Z0-9-]+(/[a-zA-Z0-9-]+)?$ (1024 max)"
         )
     entry, outcome = await state.cache.lookup(fleet_id, compute_name)
-    state.recorder.served(fleet_id, compute_name, outcome, started_at(request))
+    state.recorder.served(fleet_id, compute_name, outcome, started_at(request), request.scope)
     rendered: RenderedToken = entry.rendered
     if wants_text(request.headers.get("accept", "")):
         return PreRendered(rendered.text, rendered.text_headers)
