@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve Amazon GameLift compute auth tokens to local game servers, cached.",
-        epilog="Settings come from TOKEN_BROKER_* environment variables; see the README.",
+        epilog="Settings come from TOKEN_BROKER_* environment variables; see docs/operations.md.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
