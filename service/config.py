@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     max_inflight: int = Field(256, ge=1)
 
     shutdown_grace_seconds: float = Field(10.0, ge=0)
+    # After SIGTERM, /readyz is 503 at once but the listeners stay open this long, so load
+    # balancers and Services take the broker out before its port closes.
+    drain_seconds: float = Field(0.0, ge=0, le=300)
+    # /healthz, /readyz and /metrics on a listener of their own (off when unset), so kubelet
+    # and Prometheus reach them on the pod IP while token requests stay on loopback.
+    ops_port: int | None = Field(None, ge=0, le=65535)
+    ops_host: str = "127.0.0.1"
     access_log: bool = False
     log_level: str = "info"
 

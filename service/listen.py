@@ -19,7 +19,8 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_unix(path: str) -> socket.socket:
+def bind_unix(path: str, group: str | None = None) -> socket.socket:
+    """A unix socket at `path`, mode 0660, owned by `group` (a name or a number) if given."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)  # a stale socket from a previous run; anything else we leave alone
@@ -32,7 +33,20 @@ def bind_unix(path: str) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o660)
+    if group is not None:
+        # The group that game servers run in; a process may only give a file to its own groups
+        # (under systemd: SupplementaryGroups=), so a wrong one fails here, at start-up.
+        os.chown(path, -1, int(group) if group.isdigit() else _group_id(group))
     return sock
+
+
+def _group_id(name: str) -> int:
+    import grp  # Unix only, as unix sockets are
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise OSError(f"no such group: {name!r}") from None
 
 
 def describe(sock: socket.socket) -> str:

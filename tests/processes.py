@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,6 +29,17 @@ class Process:
                 break
             time.sleep(0.02)
         raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
+
+    def start_line(self, timeout: float = 20) -> dict[str, object]:
+        """The broker's start-up report, as logged."""
+        line = self.wait_for_line(r'^\{.*"event": "start"', timeout).string
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def url(self, timeout: float = 20) -> str:
+        """The first token listener, from the start-up report."""
+        listeners = self.start_line(timeout)["listeners"]
+        assert isinstance(listeners, list)
+        return str(listeners[0])
 
     def start_reading(self) -> None:
         def read() -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.web.app import Lifecycle
+from service.ops.readiness import Readiness
 from service.web.server import BrokerServer, uvicorn_config
 from tests.processes import Process, broker_process, clean_env
 
@@ -24,10 +24,9 @@ GUARD = {"X-Token-Broker-Request": "true"}
 
 def started(process: Process) -> tuple[str, str]:
     """(broker URL, emulator URL) from the start-up log lines."""
-    url = process.wait_for_line(r'"address": "(http://127\.0\.0\.1:\d+)"').group(1)
-    emulator = process.wait_for_line(r'"endpoint": "(http://127\.0\.0\.1:\d+)"').group(1)
+    line = process.start_line()
     process.wait_for_line('"event": "ready"')
-    return url, emulator
+    return process.url(), str(line["endpoint"])
 
 
 def test_emulator_mode_serves_a_token_like_the_readme_says() -> None:
@@ -81,10 +80,10 @@ def test_missing_region_stops_start_up_with_one_line() -> None:
 
 def test_stop_signal_marks_the_app_draining() -> None:
     settings = Settings()
-    lifecycle = Lifecycle()
-    server = BrokerServer(uvicorn_config(object(), settings), lifecycle)
+    readiness = Readiness()
+    server = BrokerServer(uvicorn_config(object(), settings), readiness)
     server.handle_exit(signal.SIGTERM, None)
-    assert lifecycle.draining and server.should_exit
+    assert readiness.draining and server.should_exit
 
 
 async def test_sigterm_lets_in_flight_requests_finish() -> None:
@@ -156,3 +155,39 @@ async def test_sigterm_stops_taking_connections() -> None:
             assert not slow.done()
             assert (await slow).status_code == 200
         assert await asyncio.to_thread(process.proc.wait, 20) in (0, -signal.SIGTERM)
+
+
+async def test_drain_keeps_listening_with_readyz_503() -> None:
+    drain = 3.0
+    with broker_process(
+        "--emulator",
+        "--port",
+        "0",
+        TOKEN_BROKER_DRAIN_SECONDS=str(drain),
+        TOKEN_BROKER_OPS_PORT="0",
+    ) as process:
+        url, _ = started(process)
+        ops = str(process.start_line()["ops_listener"])
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(f"{url}/readyz")).status_code == 200
+            signalled = time.monotonic()
+            process.proc.send_signal(signal.SIGTERM)
+            while (await client.get(f"{ops}/readyz")).status_code == 200:
+                assert time.monotonic() - signalled < 2, "readiness did not turn at once"
+            turned = time.monotonic() - signalled
+            # Still listening, on both listeners, and still serving tokens, while endpoints go.
+            token = await client.get(f"{url}/fleets/fleet-1/computes/c/token", headers=GUARD)
+            assert token.status_code == 200
+            assert (await client.get(f"{url}/readyz")).status_code == 503
+        host, port = url.removeprefix("http://").split(":")
+        while True:  # then uvicorn's own shutdown closes the port
+            try:
+                _, writer = await asyncio.open_connection(host, int(port))
+            except ConnectionRefusedError:
+                break
+            writer.close()
+            assert time.monotonic() - signalled < drain + 10, "never stopped listening"
+            await asyncio.sleep(0.02)
+        closed = time.monotonic() - signalled
+        assert await asyncio.to_thread(process.proc.wait, 20) in (0, -signal.SIGTERM)
+    assert turned < drain <= closed + 0.2, (turned, closed)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import platform
+import subprocess
+import sys
+from importlib import metadata
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from service import __version__
 from service.emulator import Emulator
 from tests.conftest import Broker
 from tests.helpers import FakeClock, eventually
+from tests.processes import clean_env
 
 
 async def scrape(broker: Broker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -86,3 +93,37 @@ async def test_no_key_or_token_in_metrics(broker: Broker, emulator: Emulator) ->
     text = (await broker.client.get("/metrics")).text
     assert response.json()["AuthToken"] not in text
     assert "fleet-secretive" not in text and "compute-hidden" not in text
+
+
+async def test_build_info_and_process_metrics(broker: Broker) -> None:
+    samples = await scrape(broker)
+    labels = (
+        ("botocore", metadata.version("botocore")),
+        ("python", platform.python_version()),
+        ("version", __version__),
+    )
+    assert samples[("gamelift_token_broker_build_info", labels)] == 1
+    # prometheus-client's own collectors, in the broker's registry.
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert samples[("process_open_fds", ())] > 0
+    assert any(name == "python_info" for name, _ in samples)
+
+
+async def test_no_series_is_nan(broker: Broker) -> None:
+    await broker.token()
+    samples = await scrape(broker)
+    assert not [key for key, value in samples.items() if math.isnan(value)]
+    # Nothing is prefetched, so there is no lowest remaining validity: absent, not NaN.
+    assert not [name for name, _ in samples if name == "token_broker_token_seconds_remaining"]
+
+
+def test_version_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--version"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"gamelift-token-broker {__version__}"

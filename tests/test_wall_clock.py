@@ -50,7 +50,7 @@ async def test_a_backward_clock_step_never_extends_a_token(libfaketime: str, tmp
             "TOKEN_BROKER_UPSTREAM_MAX_ATTEMPTS": "1",
         }
         with broker_process("--port", "0", **environment) as process:
-            url = process.wait_for_line(r'"address": "(http://127\.0\.0\.1:\d+)"').group(1)
+            url = process.url()
             process.wait_for_line('"event": "ready"')
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                 first = await client.get(TOKEN_PATH)

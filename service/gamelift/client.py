@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aioboto3 import Session
@@ -39,11 +40,25 @@ def emulator_session() -> Session:
     )
 
 
+@dataclass(frozen=True)
+class UpstreamFacts:
+    """What the client was made with, for the start-up report; never a secret."""
+
+    region: str
+    endpoint: str
+    # Where the endpoint came from: "default", "explicit", or the variable that set it.
+    endpoint_source: str
+    # botocore's name for the credential provider that answered ("env", "iam-role",
+    # "custom-process", ...), or None when none did.
+    credentials: str | None
+
+
 class GameLiftTokenSource:
     """Calls GetComputeAuthToken through one long-lived aioboto3 client."""
 
-    def __init__(self, client: GameLiftClient) -> None:
+    def __init__(self, client: GameLiftClient, facts: UpstreamFacts) -> None:
         self._client = client
+        self.facts = facts
 
     @classmethod
     @asynccontextmanager
@@ -76,10 +91,21 @@ class GameLiftTokenSource:
             max_pool_connections=min(settings.max_inflight, 100),
             user_agent_extra="gamelift-token-broker",
         )
+        # Resolved here, at start-up, by botocore's own chain; the session keeps what it found,
+        # so the client below signs with the same credentials without looking again. (Through the
+        # botocore session: aioboto3's own get_credentials returns this coroutine, while its
+        # stubs say it returns the credentials.)
+        credentials = await session._session.get_credentials()
         async with session.client("gamelift", config=config, endpoint_url=endpoint_url) as client:
             for event, handler in event_hooks or ():
                 client.meta.events.register(event, handler)
-            yield cls(client)
+            facts = UpstreamFacts(
+                region=client.meta.region_name,
+                endpoint=client.meta.endpoint_url,
+                endpoint_source=_endpoint_source(endpoint_url),
+                credentials=None if credentials is None else credentials.method,
+            )
+            yield cls(client, facts)
 
     async def fetch(self, fleet_id: str, compute_name: str) -> Token:
         try:
@@ -92,3 +118,15 @@ class GameLiftTokenSource:
                 raise
             raise error from exc
         return parse_token(response, fleet_id, compute_name)
+
+
+def _endpoint_source(explicit: str | None) -> str:
+    if explicit is not None:
+        return "explicit"
+    # The same precedence as botocore's configured-endpoint lookup; a services section in the
+    # shared config file is the one source it has that no variable names.
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        for name in ("AWS_ENDPOINT_URL_GAMELIFT", "AWS_ENDPOINT_URL"):
+            if os.environ.get(name):
+                return name
+    return "default"

@@ -17,6 +17,26 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
 }
 
 
+# uvicorn's life-cycle lines, said once per server: with the embedded emulator and the ops
+# listener there are up to three servers in the process, and the broker's own start, ready,
+# draining and stopped lines say it once, for all of them.
+_UVICORN_LIFECYCLE = frozenset(
+    {
+        "Started server process [%d]",
+        "Waiting for application startup.",
+        "Application startup complete.",
+        "Shutting down",
+        "Waiting for application shutdown.",
+        "Application shutdown complete.",
+        "Finished server process [%d]",
+    }
+)
+
+
+def _not_lifecycle(record: logging.LogRecord) -> bool:
+    return record.msg not in _UVICORN_LIFECYCLE
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -45,3 +65,6 @@ def configure(level: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if _not_lifecycle not in uvicorn_error.filters:
+        uvicorn_error.addFilter(_not_lifecycle)

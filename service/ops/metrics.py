@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 OUTCOMES = ("hit", "stale", "miss", "collapsed", "error")
@@ -38,8 +47,18 @@ EventHook = tuple[str, Callable[..., Any]]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, version: str = "") -> None:
         self.registry = CollectorRegistry()
+        # prometheus-client's own: process_* (CPU, memory, open fds, start time) and
+        # python_info, in this registry rather than the global one, as everything here is.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Gauge(
+            "gamelift_token_broker_build_info",
+            "Always 1; the labels say what runs.",
+            ["version", "python", "botocore"],
+            registry=self.registry,
+        ).labels(version, platform.python_version(), _installed("botocore")).set(1)
         # Plain ints, read at scrape time: a Counter's lock and call cost about a tenth of a
         # cache hit, which is all the hit path does. The event loop is the only writer.
         self.requests = dict.fromkeys(OUTCOMES, 0)
@@ -64,22 +83,19 @@ class Metrics:
             "Keys being fetched from GameLift right now.",
             registry=self.registry,
         )
-        self.token_seconds_remaining = Gauge(
-            "token_broker_token_seconds_remaining",
-            "Lowest remaining validity over the prefetched keys (0 when one has none).",
-            registry=self.registry,
-        )
+        self._remaining = _Remaining()
+        self.registry.register(self._remaining)
 
     def watch(
         self,
         entries: Callable[[], float],
         inflight: Callable[[], float],
-        remaining: Callable[[], float],
+        remaining: Callable[[], float | None],
     ) -> None:
         """Gauges read at scrape time, so the hot path never updates them."""
         self.cache_entries.set_function(entries)
         self.inflight_fetches.set_function(inflight)
-        self.token_seconds_remaining.set_function(remaining)
+        self._remaining.read = remaining
 
     def upstream_hooks(self) -> list[EventHook]:
         """Handlers that see every HTTP attempt botocore makes, so counts match the upstream's."""
@@ -132,6 +148,32 @@ class _RequestCounts(Collector):
         return CounterMetricFamily(
             "token_broker_requests", "Token requests by how they were answered.", labels=["outcome"]
         )
+
+
+class _Remaining(Collector):
+    """token_broker_token_seconds_remaining, absent (not NaN) when nothing is prefetched."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], float | None] = lambda: None
+
+    def collect(self) -> list[Metric]:
+        value = self.read()
+        if value is None:
+            return []
+        family = GaugeMetricFamily(
+            "token_broker_token_seconds_remaining",
+            "Lowest remaining validity over the prefetched keys (0 when one has none).",
+        )
+        family.add_metric([], value)
+        return [family]
+
+
+def _installed(distribution: str) -> str:
+    # Read from the package metadata: ops/ imports no botocore to learn its version.
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def attempt_result(parsed: dict[str, Any] | None, exception: Exception | None) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from service.errors import BrokerError
 from service.ops.metrics import Metrics
@@ -21,13 +23,21 @@ class RequestRecorder:
         # Off by default: hits are counted in metrics, and a line per hit would tax the hot path.
         self.logs_every_request = access_log
 
-    def served(self, fleet_id: str, compute_name: str, outcome: str, started: float) -> None:
+    def served(
+        self,
+        fleet_id: str,
+        compute_name: str,
+        outcome: str,
+        started: float,
+        scope: Mapping[str, Any] | None = None,
+    ) -> None:
+        # The ASGI scope is passed as it is and read only for a line: with the access log off,
+        # naming the client costs nothing.
         self.counts[outcome] += 1
         if self.logs_every_request:
-            log.info(
-                "token served",
-                extra=_fields(fleet_id, compute_name, 200, outcome, started),
-            )
+            fields = _fields(fleet_id, compute_name, 200, outcome, started)
+            fields["client"] = client(scope)
+            log.info("token served", extra=fields)
 
     def refused(
         self,
@@ -37,6 +47,7 @@ class RequestRecorder:
         started: float,
         *,
         count: bool = True,
+        scope: Mapping[str, Any] | None = None,
     ) -> None:
         """Every refusal and error gets its line, whatever TOKEN_BROKER_ACCESS_LOG says.
 
@@ -46,8 +57,21 @@ class RequestRecorder:
             self.counts["error"] += 1
         fields = _fields(fleet_id, compute_name, error.status, "error", started)
         fields["code"] = error.code
+        fields["client"] = client(scope)
         level = logging.WARNING if error.status >= 500 else logging.INFO
         log.log(level, "token request refused", extra=fields)
+
+
+def client(scope: Mapping[str, Any] | None) -> str:
+    """The caller's address as host:port, or "unix" for the unix socket (ASGI has no client
+    there)."""
+    if scope is None:
+        return "unknown"
+    address = scope.get("client")
+    if not address:
+        return "unix"
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _fields(

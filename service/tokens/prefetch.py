@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 
 from service.errors import BrokerError
@@ -40,10 +39,10 @@ class Prefetcher:
         """True while every prefetched key holds a token that may be served."""
         return all(self._cache.entry(key) is not None for key in self._keys)
 
-    def seconds_remaining(self) -> float:
-        """Lowest remaining validity over the prefetched keys; NaN when there are none."""
+    def seconds_remaining(self) -> float | None:
+        """Lowest remaining validity over the prefetched keys; None when there are none."""
         if not self._keys:
-            return math.nan
+            return None
         now = self._now()
         remaining = []
         for key in self._keys:

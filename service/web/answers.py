@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -63,10 +64,16 @@ def broker_error_response(error: errors.BrokerError) -> Response:
     return error_response(error.status, error.code, error.message, error.headers())
 
 
-def token_error(recorder: RequestRecorder, key: Key, exc: Exception, started: float) -> Response:
+def token_error(
+    recorder: RequestRecorder,
+    key: Key,
+    exc: Exception,
+    started: float,
+    scope: Mapping[str, Any] | None = None,
+) -> Response:
     """A token request's failure as its answer, counted and logged: for the route and the front."""
     error = exc if isinstance(exc, errors.BrokerError) else _internal(exc)
-    recorder.refused(key[0], key[1], error, started)
+    recorder.refused(key[0], key[1], error, started, scope=scope)
     return broker_error_response(error)
 
 
@@ -89,7 +96,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.BrokerError)
         key = key_of(request)
         if key is not None:
-            return token_error(request.app.state.recorder, key, exc, started_at(request))
+            recorder = request.app.state.recorder
+            return token_error(recorder, key, exc, started_at(request), request.scope)
         return broker_error_response(exc)
 
     async def validation_error(_request: Request, _exc: Exception) -> Response:
@@ -104,7 +112,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         key = key_of(request)
         if key is not None:
-            return token_error(request.app.state.recorder, key, exc, started_at(request))
+            recorder = request.app.state.recorder
+            return token_error(recorder, key, exc, started_at(request), request.scope)
         return broker_error_response(_internal(exc))
 
     app.add_exception_handler(errors.BrokerError, broker_error)

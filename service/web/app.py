@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +14,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.config import Settings
 from service.ops.metrics import EventHook, Metrics
+from service.ops.readiness import Readiness
 from service.ops.requests import RequestRecorder
 from service.tokens.cache import CachePolicy, TokenCache
 from service.tokens.clock import SYSTEM_CLOCKS, Clocks
@@ -30,12 +30,6 @@ log = logging.getLogger("service.app")
 # Opens the TokenSource, given the HTTP-attempt hooks that count upstream calls. The CLI passes
 # the GameLift client's; the HTTP layer never imports it.
 UpstreamFactory = Callable[[list[EventHook]], AbstractAsyncContextManager[TokenSource]]
-
-
-@dataclass
-class Lifecycle:
-    # Set by the server on SIGTERM, before connections drain, so /readyz turns 503 at once.
-    draining: bool = False
 
 
 def cache_policy(settings: Settings) -> CachePolicy:
@@ -57,13 +51,16 @@ def create_app(
     upstream: UpstreamFactory,
     *,
     clocks: Clocks = SYSTEM_CLOCKS,
+    readiness: Readiness | None = None,
 ) -> FastAPI:
     """Build the app; nothing touches the network until its lifespan starts.
 
     `upstream` opens the TokenSource: the aioboto3 GameLift client in production, pointed at the
-    emulator in tests and demos.
+    emulator in tests and demos. `readiness` is shared with the server, which marks it serving
+    and draining, and with whoever opens the upstream (no credentials: never ready).
     """
-    metrics = Metrics()
+    metrics = Metrics(__version__)
+    readiness = readiness or Readiness()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,12 +80,15 @@ def create_app(
             )
             app.state.cache = cache
             app.state.prefetcher = prefetcher
+            readiness.require(
+                lambda: None if prefetcher.ready() else "waiting for prefetched tokens"
+            )
             renewing = asyncio.create_task(prefetcher.run(), name="prefetch")
             stack.push_async_callback(_cancel, renewing)
-            log.info(
-                "ready",
-                extra={"event": "ready", "prefetch": len(settings.prefetch_keys)},
-            )
+            # "ready" is logged by this task once /readyz would say 200, not here: the server
+            # is not even listening yet, and prefetched tokens may still be on their way.
+            announcing = asyncio.create_task(readiness.announce(), name="readiness")
+            stack.push_async_callback(_cancel, announcing)
             yield
 
     app = FastAPI(
@@ -98,7 +98,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.lifecycle = Lifecycle()
+    app.state.lifecycle = readiness
     app.state.guard = RequestGuard(settings)
     app.state.metrics = metrics
     app.state.recorder = RequestRecorder(metrics, access_log=settings.access_log)

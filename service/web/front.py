@@ -125,7 +125,7 @@ class Front:
         refusal = oversized(scope)
         if refusal is not None:
             self.app.state.recorder.refused(
-                "", "", refusal, started, count=scope["path"].startswith("/fleets/")
+                "", "", refusal, started, count=scope["path"].startswith("/fleets/"), scope=scope
             )
             await broker_error_response(refusal)(scope, receive, send)
             return
@@ -157,14 +157,14 @@ class Front:
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
         except Exception as exc:  # mapped to its answer in one place, for the route too
-            response = token_error(self._recorder, key, exc, started)
+            response = token_error(self._recorder, key, exc, started, scope)
             await response(scope, receive, send)
             return
         rendered: RenderedToken = entry.rendered
         text = _wants_text(headers)
         await send(rendered.text_start if text else rendered.json_start)
         await send({"type": "http.response.body", "body": rendered.text if text else rendered.json})
-        self._recorder.served(key[0], key[1], outcome, started)
+        self._recorder.served(key[0], key[1], outcome, started, scope)
         if outcome is Outcome.HIT and self._remember:
             self._remember_hit(scope, key, text, epoch)
 

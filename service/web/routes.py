@@ -81,7 +81,7 @@ async def get_token(request: Request, fleet_id: str, compute_name: str) -> Respo
             "compute_name must match ^[a-zA-Z0-9-]+(/[a-zA-Z0-9-]+)?$ (1024 max)"
         )
     entry, outcome = await state.cache.lookup(fleet_id, compute_name)
-    state.recorder.served(fleet_id, compute_name, outcome, started_at(request))
+    state.recorder.served(fleet_id, compute_name, outcome, started_at(request), request.scope)
     rendered: RenderedToken = entry.rendered
     if wants_text(request.headers.get("accept", "")):
         return PreRendered(rendered.text, rendered.text_headers)
@@ -96,15 +96,18 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     response_model=Status,
-    responses={503: {"model": Status, "description": "Shutting down, or a prefetch not held"}},
-    summary="Readiness: 200 while serving with every prefetched key held, else 503",
+    responses={
+        503: {
+            "model": Status,
+            "description": "Shutting down, no AWS credentials, or a prefetched token not held",
+        }
+    },
+    summary="Readiness: 200 while serving with credentials and every prefetched key held",
 )
 async def readyz(request: Request) -> Response:
-    state = request.app.state
-    if state.lifecycle.draining:
-        return JSONResponse({"status": "shutting down"}, status_code=503)
-    if not state.prefetcher.ready():
-        return JSONResponse({"status": "waiting for prefetched tokens"}, status_code=503)
+    reason = request.app.state.lifecycle.reason()
+    if reason is not None:
+        return JSONResponse({"status": reason}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
