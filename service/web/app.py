@@ -22,6 +22,7 @@ from service.tokens.prefetch import Prefetcher
 from service.tokens.token import TokenSource
 from service.web.answers import install_error_handlers
 from service.web.guard import RequestGuard
+from service.web.openapi import document
 from service.web.render import render_token
 from service.web.routes import router
 
@@ -106,7 +107,7 @@ def create_app(
     app.router.redirect_slashes = False
     app.include_router(router)
     install_error_handlers(app)
-    _document_400_not_422(app)
+    document(app)
     return app
 
 
@@ -114,23 +115,3 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _document_400_not_422(app: FastAPI) -> None:
-    """FastAPI documents a 422 for every route with parameters; ours answer 400 instead."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()  # FastAPI keeps it as app.openapi_schema: edited once, here
-        for operations in schema["paths"].values():
-            for operation in operations.values():
-                operation["responses"].pop("422", None)
-        schemas = schema.get("components", {}).get("schemas", {})
-        for unused in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(unused, None)
-        return schema
-
-    # Replacing the method is FastAPI's documented way to customise the schema.
-    app.openapi = openapi  # type: ignore[method-assign]

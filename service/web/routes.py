@@ -56,6 +56,7 @@ router = APIRouter()
 
 @router.get(
     TOKEN_PATH,
+    operation_id="getToken",
     response_model=TokenResponse,
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
