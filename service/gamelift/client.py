@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from aioboto3 import Session
 from aiobotocore.config import AioConfig
@@ -92,10 +92,11 @@ class GameLiftTokenSource:
             user_agent_extra="gamelift-token-broker",
         )
         # Resolved here, at start-up, by botocore's own chain; the session keeps what it found,
-        # so the client below signs with the same credentials without looking again. (Through the
-        # botocore session: aioboto3's own get_credentials returns this coroutine, while its
-        # stubs say it returns the credentials.)
-        credentials = await session._session.get_credentials()
+        # so the client below signs with the same credentials without looking again.
+        # aioboto3's get_credentials hands back aiobotocore's coroutine, though its stubs say
+        # it returns the credentials themselves.
+        pending = cast("Awaitable[Any]", session.get_credentials())
+        credentials = await pending
         async with session.client("gamelift", config=config, endpoint_url=endpoint_url) as client:
             for event, handler in event_hooks or ():
                 client.meta.events.register(event, handler)
