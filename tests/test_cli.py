@@ -17,6 +17,7 @@ import pytest
 from service.config import Settings
 from service.ops.readiness import Readiness
 from service.web.server import BrokerServer, uvicorn_config
+from tests.helpers import eventually
 from tests.processes import Process, broker_process, clean_env
 
 GUARD = {"X-Token-Broker-Request": "true"}
@@ -191,3 +192,25 @@ async def test_drain_keeps_listening_with_readyz_503() -> None:
         closed = time.monotonic() - signalled
         assert await asyncio.to_thread(process.proc.wait, 20) in (0, -signal.SIGTERM)
     assert turned < drain <= closed + 0.2, (turned, closed)
+
+
+async def test_a_second_signal_ends_the_drain_at_once() -> None:
+    drain = 60.0
+    with broker_process(
+        "--emulator", "--port", "0", TOKEN_BROKER_DRAIN_SECONDS=str(drain)
+    ) as process:
+        url, _ = started(process)
+        async with httpx.AsyncClient(timeout=10) as client:
+            process.proc.send_signal(signal.SIGTERM)
+            await eventually(
+                lambda: _status(client, f"{url}/readyz", 503), what="readiness to turn"
+            )
+            signalled = time.monotonic()
+            process.proc.send_signal(signal.SIGTERM)  # an operator who will not wait
+        code = await asyncio.to_thread(process.proc.wait, 20)
+        assert code in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled < drain / 4
+
+
+async def _status(client: httpx.AsyncClient, url: str, status: int) -> bool:
+    return (await client.get(url)).status_code == status
