@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.names import Key, is_valid_fleet_id, parse_key
 
 CommaList = Annotated[list[str], NoDecode]
+
+# File descriptors kept back from the connection cap: the listening sockets, the upstream pool
+# (up to 100), logs, the event loop's own; and a burst of accepts lands before evicted sockets
+# close.
+RESERVED_FILES = 128
+
+
+def file_limit() -> int:
+    """The soft RLIMIT_NOFILE of this process: what accept() runs into."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def _split_commas(value: object) -> object:
@@ -39,6 +51,11 @@ class Settings(BaseSettings):
     auth_token_file: Path | None = None  # read (and checked) at start-up by the guard
     allowed_fleets: CommaList = []
     max_inflight: int = Field(256, ge=1)
+
+    # A connection must finish each request head this soon after it begins waiting for one.
+    head_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # None: the file limit less what the broker needs besides connections, at most 4096.
+    max_connections: int | None = Field(None, ge=16)
 
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     access_log: bool = False
@@ -94,6 +111,17 @@ class Settings(BaseSettings):
                 "TOKEN_BROKER_REFRESH_AHEAD_SECONDS"
             )
         return self
+
+    @field_validator("max_connections")
+    @classmethod
+    def _connections_fit_file_limit(cls, value: int | None) -> int | None:
+        if value is not None and value > file_limit() - RESERVED_FILES:
+            # Past the file limit accept() fails, and new callers are reset, not answered.
+            raise ValueError(
+                f"must be at most the file limit ({file_limit()}) less {RESERVED_FILES}; "
+                "raise LimitNOFILE (ulimit -n) or lower it"
+            )
+        return value
 
     @property
     def prefetch_keys(self) -> list[Key]:

@@ -9,8 +9,9 @@ import uvicorn
 
 from service.config import Settings
 from service.web.app import Lifecycle
+from service.web.connections import Connections, default_max_connections
 from service.web.front import Front
-from service.web.protocol import BoundedHttpToolsProtocol
+from service.web.protocol import protocol_for
 
 
 class BrokerServer(uvicorn.Server):
@@ -31,10 +32,14 @@ def uvicorn_config(
     app: Any, settings: Settings, *, serve_tokens: bool = True, **overrides: Any
 ) -> uvicorn.Config:
     """uvicorn's settings for the broker, with the hit path in front of the FastAPI app."""
+    connections = Connections(
+        max_connections=settings.max_connections or default_max_connections(),
+        head_timeout=settings.head_timeout_seconds,
+    )
     options: dict[str, Any] = {
         "lifespan": "on",
         "loop": "uvloop",
-        "http": BoundedHttpToolsProtocol,
+        "http": protocol_for(connections),
         # The broker serves no websocket; an Upgrade request is answered as plain HTTP.
         "ws": "none",
         # Our logs.configure() owns the handlers; uvicorn's dictConfig would replace them.
