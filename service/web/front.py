@@ -10,6 +10,7 @@ documentation, and answers every request itself when the front is told not to.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,13 @@ from starlette.types import Receive, Scope, Send
 from service.names import Key, is_valid_compute_name, is_valid_fleet_id
 from service.tokens.cache import Outcome
 from service.tokens.entries import CacheEntry
-from service.web.answers import STARTED, broker_error_response, token_error, wants_text
+from service.web.answers import (
+    STARTED,
+    broker_error_response,
+    stopped_waiting,
+    token_error,
+    wants_text,
+)
 from service.web.bounds import header_bytes, oversized
 from service.web.render import RenderedToken
 
@@ -157,8 +164,10 @@ class Front:
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
         except Exception as exc:  # mapped to its answer in one place, for the route too
-            response = token_error(self._recorder, key, exc, started)
-            await response(scope, receive, send)
+            await token_error(self._recorder, key, exc, started)(scope, receive, send)
+            return
+        except asyncio.CancelledError:  # the shutdown grace ran out while we waited
+            await token_error(self._recorder, key, stopped_waiting(), started)(scope, receive, send)
             return
         rendered: RenderedToken = entry.rendered
         text = _wants_text(headers)
