@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 # uvicorn's own protocol class: we override data_received and read self.scope and
 # self.transport, which is why uvicorn's version is bounded in pyproject.toml.
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.web.answers import error_body
@@ -71,7 +72,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._unanswered += 1
         self.registry.busy(self)
+        if self.url[:1] != b"/" and self.url != b"*":
+            self._host_from_target()
         super().on_headers_complete()
+
+    def _host_from_target(self) -> None:
+        """An absolute-form target (GET http://evil.example/...) names the host, not Host.
+
+        RFC 9112 3.2.2: the server MUST ignore Host and use the target's authority. uvicorn keeps
+        only the path, so without this the Host check would pass on a Host of the caller's
+        choosing. The authority becomes the one Host header, and the checks (and the front's
+        memo of header sets) see it.
+        """
+        try:
+            host = httptools.parse_url(self.url).host or b""
+        except httptools.HttpParserInvalidURLError:
+            host = b""  # uvicorn answers the bad target itself
+        if b":" in host and not host.startswith(b"["):
+            host = b"[" + host + b"]"  # an IPv6 literal, spelled as in a Host header
+        self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
+        self.headers.append((b"host", host))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
