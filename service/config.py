@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import resource
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from service.names import Key, is_valid_fleet_id, parse_key
 
@@ -32,10 +39,44 @@ def _split_commas(value: object) -> object:
     return value
 
 
+PREFIX = "TOKEN_BROKER_"
+
+
+class PrefixedEnvSource(EnvSettingsSource):
+    """The environment with every TOKEN_BROKER_* variable in it, known or not.
+
+    pydantic-settings takes from the environment only the variables it knows (a process has
+    many), so extra="forbid" never sees a misspelt one there: TOKEN_BROKER_AUTH_TOKEN_FILES
+    would start a broker with no caller secret. Passing them on lets extra="forbid" refuse them,
+    as pydantic-settings itself does for a .env file with dotenv_filtering="match_prefix".
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        prefix = PREFIX.lower()
+        for name in self.env_vars:  # lower-cased: settings are case-insensitive
+            field = name[len(prefix) :]
+            if name.startswith(prefix) and field not in self.settings_cls.model_fields:
+                data[field] = self.env_vars[name]
+        return data
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TOKEN_BROKER_", extra="forbid", frozen=True, validate_default=True
+        env_prefix=PREFIX, extra="forbid", frozen=True, validate_default=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The broker reads no .env file and no secrets directory: the environment only.
+        return init_settings, PrefixedEnvSource(settings_cls)
 
     refresh_ahead_seconds: float = Field(300.0, gt=0)
     min_validity_seconds: float = Field(30.0, ge=0)
@@ -135,5 +176,12 @@ def describe_error(error: ValidationError) -> str:
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     if not loc:
         return f"invalid settings: {message}"
-    name = "TOKEN_BROKER_" + str(loc[0]).upper()
+    name = PREFIX + str(loc[0]).upper()
+    if first.get("type") == "extra_forbidden":
+        return f"unknown setting {name}{_closest(str(loc[0]))}"
     return f"invalid setting {name}: {message}"
+
+
+def _closest(field: str) -> str:
+    match = difflib.get_close_matches(field.lower(), Settings.model_fields, n=1, cutoff=0.6)
+    return f"; did you mean {PREFIX}{match[0].upper()}?" if match else " (see the README)"
