@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import resource
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
     allowed_hosts: CommaList = []
     auth_token_file: Path | None = None  # read (and checked) at start-up by the guard
     allowed_fleets: CommaList = []
+    # Token requests from any other TCP peer get 403; unix-socket peers always pass.
+    allowed_peers: CommaList = ["127.0.0.0/8", "::1/128"]
     max_inflight: int = Field(256, ge=1)
 
     # A connection must finish each request head this soon after it begins waiting for one.
@@ -104,9 +107,20 @@ class Settings(BaseSettings):
 
     prefetch: CommaList = []
 
-    _split = field_validator("allowed_hosts", "allowed_fleets", "prefetch", mode="before")(
-        _split_commas
-    )
+    _split = field_validator(
+        "allowed_hosts", "allowed_fleets", "allowed_peers", "prefetch", mode="before"
+    )(_split_commas)
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _peers_are_networks(cls, value: list[str]) -> list[str]:
+        for peer in value:
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError:
+                message = f"expected an address or CIDR such as 10.0.0.0/8, got {peer!r}"
+                raise ValueError(message) from None
+        return value
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -87,6 +87,7 @@ class Front:
         self._guard: Any = None
         self._recorder: Any = None
         self._held: dict[Key, CacheEntry] = {}
+        self._peers: set[str] = set()
         self._clock: Callable[[], float] = time.monotonic
         self._epoch: Callable[[], object] | None = None
         self._counts: dict[str, int] = {}
@@ -102,10 +103,13 @@ class Front:
                 passed = self._passed.get((key, tuple(scope["headers"])))
                 entry = self._held.get(key)
                 now = self._clock()
+                client = scope.get("client")
                 if (
                     passed is not None
                     and entry is not None
                     and now < entry.refresh_at
+                    # The peer is not in the header set: checked here, on every hit.
+                    and (client is None or client[0] in self._peers)
                     # With a caller secret, a verdict holds only while that secret does.
                     and (self._epoch is None or passed[1] is self._epoch())
                 ):
@@ -160,6 +164,7 @@ class Front:
         # Taken before the check, so a secret rotated in between voids the verdict.
         epoch = self._guard.epoch() if entry is not None else None
         try:
+            self._guard.check_peer(scope.get("client"))
             self._guard.check(headers, key)
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
@@ -180,6 +185,7 @@ class Front:
     def _bind(self, state: Any) -> None:
         self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
         self._held = self._cache.held
+        self._peers = self._guard.allowed_peer_hosts
         self._clock = self._cache.clock
         self._epoch = self._guard.epoch if self._guard.rotates else None
         self._counts = self._recorder.counts

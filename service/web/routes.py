@@ -73,6 +73,7 @@ router = APIRouter()
 async def get_token(request: Request, fleet_id: str, compute_name: str) -> Response:
     # Who may ask comes before what is asked: a refused caller learns nothing about the path.
     state = request.app.state
+    state.guard.check_peer(request.scope.get("client"))
     state.guard.check(request.scope["headers"], (fleet_id, compute_name))
     # The path converter takes any compute name so that one with a slash reaches us at all
     # (uvicorn decodes %2F before routing); the API's own patterns are enforced here instead.
