@@ -55,7 +55,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # Exec form, so the broker is PID 1 and receives SIGTERM itself (no shell in between).
 # It installs its own SIGTERM handler; the SIGTERM that uvicorn re-raises after draining
 # is ignored by the kernel for PID 1, and the process then exits with status 0.
-# 0.0.0.0: the port must be reachable from outside the container's own loopback
-# (published ports, probes, other pods). Extra `docker run` arguments are appended,
-# for example `docker run IMAGE --emulator`.
-ENTRYPOINT ["gamelift-token-broker", "--host", "0.0.0.0", "--port", "8787"]
+# Loopback by default: `docker run -p 8787:8787` must not publish tokens on every
+# interface, and a sidecar shares its pod's network namespace anyway. To serve other pods,
+# pass `--host 0.0.0.0` and set TOKEN_BROKER_ALLOWED_PEERS (the DaemonSet does both).
+# Extra `docker run` arguments are appended, for example `docker run IMAGE --emulator`.
+ENTRYPOINT ["gamelift-token-broker", "--host", "127.0.0.1", "--port", "8787"]

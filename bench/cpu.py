@@ -35,8 +35,9 @@ from apps import SERVER_OPTIONS, bare_app
 from service.config import Settings
 from service.tokens.token import Token
 from service.web.app import create_app
+from service.web.connections import Connections
 from service.web.front import Front
-from service.web.protocol import BoundedHttpToolsProtocol
+from service.web.protocol import protocol_for
 from service.web.render import render_token
 
 REQUEST = (
@@ -128,7 +129,10 @@ async def measure(rounds: int, requests: int) -> dict[str, list[float]]:
         servers = {
             "bare ASGI": await server(bare_app(headers, hit.json), HttpToolsProtocol),
             "broker, stock protocol": await server(await broker_app(stack), HttpToolsProtocol),
-            "broker as deployed": await server(await broker_app(stack), BoundedHttpToolsProtocol),
+            "broker as deployed": await server(
+                await broker_app(stack),
+                protocol_for(Connections(max_connections=1024, head_timeout=10.0)),
+            ),
         }
         for batch in servers.values():
             await batch(requests)  # warm-up: the first request of a broker is a miss

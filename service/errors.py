@@ -56,6 +56,10 @@ class TooManyInflight(BrokerError):
     status, code, retry_after = 503, "TooManyInflightFetches", 1
 
 
+class ShuttingDown(BrokerError):
+    status, code, retry_after = 503, "ShuttingDown", 1
+
+
 # Upstream outcomes, classified once in upstream.py.
 
 

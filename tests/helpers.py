@@ -26,6 +26,15 @@ async def eventually(
         await asyncio.sleep(0.005)
 
 
+def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
+    """eventually() for tests that run no event loop (sockets held open by plain calls)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {what or condition}")
+        time.sleep(0.01)
+
+
 class FakeClock:
     """A wall clock and a monotonic clock that tests move by hand.
 

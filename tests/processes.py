@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -59,10 +59,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def broker_process(*args: str, **env: str) -> Iterator[Process]:
-    """`python -m service ARGS` with only the TOKEN_BROKER_ and AWS_ variables given here."""
+def broker_process(*args: str, under: Sequence[str] = (), **env: str) -> Iterator[Process]:
+    """`python -m service ARGS` with only the TOKEN_BROKER_ and AWS_ variables given here.
+
+    `under` runs it under a wrapper command, for example `prlimit --nofile=1024:1024`.
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", *args],
+        [*under, sys.executable, "-m", "service", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -81,3 +84,12 @@ def broker_process(*args: str, **env: str) -> Iterator[Process]:
         proc.stdout.close()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory from /proc: VmRSS now, or VmHWM for its peak."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")

@@ -50,6 +50,8 @@ def test_emulator_mode_serves_a_token_like_the_readme_says() -> None:
         ("TOKEN_BROKER_PREFETCH", "not-a-key"),
         ("TOKEN_BROKER_AUTH_TOKEN_FILE", "/nonexistent/secret"),
         ("TOKEN_BROKER_AUTH_TOKEN_FILE", os.devnull),  # readable, but empty
+        ("TOKEN_BROKER_AUTH_TOKEN_FILES", "/etc/secret"),  # misspelt: it would fail open
+        ("TOKEN_BROKER_MAX_CONNECTIONS", "999999999"),  # past the file limit
     ],
 )
 def test_bad_setting_stops_start_up_with_one_line(name: str, value: str) -> None:

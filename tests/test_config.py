@@ -63,3 +63,31 @@ def test_windows_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
     message = describe_error(caught.value)
     assert "TOKEN_BROKER_MIN_VALIDITY_SECONDS" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("misspelt", "meant"),
+    [
+        ("TOKEN_BROKER_AUTH_TOKEN_FILES", "TOKEN_BROKER_AUTH_TOKEN_FILE"),
+        ("TOKEN_BROKER_ALLOWED_FLEET", "TOKEN_BROKER_ALLOWED_FLEETS"),
+        ("token_broker_log_levels", "TOKEN_BROKER_LOG_LEVEL"),  # any case
+        ("TOKEN_BROKER_REQUIRE_REQUEST_HEADERS", "TOKEN_BROKER_REQUIRE_REQUEST_HEADER"),
+    ],
+)
+def test_an_unknown_setting_fails_closed_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, misspelt: str, meant: str
+) -> None:
+    # Each of these, silently ignored, would start a broker with a check turned off.
+    monkeypatch.setenv(misspelt, "/etc/broker/secret")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_error(caught.value)
+    assert message == f"unknown setting {misspelt.upper()}; did you mean {meant}?"
+
+
+def test_an_unknown_setting_with_no_near_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEN_BROKER_ZZZ", "1")
+    monkeypatch.setenv("GAMELIFT_TOKEN_BROKER_URL", "http://127.0.0.1:8787")  # not ours
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert describe_error(caught.value) == "unknown setting TOKEN_BROKER_ZZZ (see the README)"

@@ -136,6 +136,13 @@ class PerCallerGuard:
     def epoch(self) -> object:
         return None
 
+    @property
+    def allowed_peer_hosts(self) -> set[str]:
+        return self._inner.allowed_peer_hosts  # type: ignore[attr-defined,no-any-return]
+
+    def check_peer(self, client: tuple[str, int] | None) -> None:
+        self._inner.check_peer(client)  # type: ignore[attr-defined]
+
     def check(self, headers: list[tuple[bytes, bytes]], key: tuple[str, str]) -> None:
         self._inner.check(headers, key)  # type: ignore[attr-defined]
         caller = dict(headers).get(b"x-caller")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.errors import BrokerError
+from service.ops.budget import LogBudget
 from service.ops.metrics import Metrics
 
 log = logging.getLogger("service.requests")
@@ -22,6 +23,7 @@ class RequestRecorder:
         self.counts = metrics.requests
         # Off by default: hits are counted in metrics, and a line per hit would tax the hot path.
         self.logs_every_request = access_log
+        self._refusal_lines = LogBudget(log)
 
     def served(
         self,
@@ -49,12 +51,15 @@ class RequestRecorder:
         count: bool = True,
         scope: Mapping[str, Any] | None = None,
     ) -> None:
-        """Every refusal and error gets its line, whatever TOKEN_BROKER_ACCESS_LOG says.
+        """Every refusal and error is counted, and logged within a budget per code, whatever
+        TOKEN_BROKER_ACCESS_LOG says.
 
         `count` is False for refusals that were not token requests (an oversized probe).
         """
         if count:
             self.counts["error"] += 1
+        if not self._refusal_lines.allow(error.code):
+            return
         fields = _fields(fleet_id, compute_name, error.status, "error", started)
         fields["code"] = error.code
         fields["client"] = client(scope)

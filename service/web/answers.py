@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -75,6 +76,19 @@ def token_error(
     error = exc if isinstance(exc, errors.BrokerError) else _internal(exc)
     recorder.refused(key[0], key[1], error, started, scope=scope)
     return broker_error_response(error)
+
+
+def stopped_waiting() -> errors.BrokerError:
+    """What a request still waiting when the shutdown grace runs out is told, instead of a 500.
+
+    uvicorn cancels such requests and answers a cancelled one with its plain-text 500. Call
+    this where the cancellation lands: it takes the cancellation back (the request then ends at
+    once, with its answer, which is what uvicorn wanted) and gives the JSON 503 to send.
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return errors.ShuttingDown("the broker is shutting down; ask again")
 
 
 def _internal(exc: Exception) -> errors.BrokerError:

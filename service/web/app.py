@@ -97,6 +97,11 @@ def create_app(
         version=__version__,
         summary="Amazon GameLift compute auth tokens for local game servers, cached.",
         lifespan=lifespan,
+        # No interactive docs: FastAPI's pages load unpinned scripts from a CDN into the
+        # broker's origin, where they could send the guard header and read tokens. The
+        # document itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.lifecycle = readiness

@@ -10,6 +10,7 @@ documentation, and answers every request itself when the front is told not to.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,13 @@ from starlette.types import Receive, Scope, Send
 from service.names import Key, is_valid_compute_name, is_valid_fleet_id
 from service.tokens.cache import Outcome
 from service.tokens.entries import CacheEntry
-from service.web.answers import STARTED, broker_error_response, token_error, wants_text
+from service.web.answers import (
+    STARTED,
+    broker_error_response,
+    stopped_waiting,
+    token_error,
+    wants_text,
+)
 from service.web.bounds import header_bytes, oversized
 from service.web.render import RenderedToken
 
@@ -80,6 +87,7 @@ class Front:
         self._guard: Any = None
         self._recorder: Any = None
         self._held: dict[Key, CacheEntry] = {}
+        self._peers: set[str] = set()
         self._clock: Callable[[], float] = time.monotonic
         self._epoch: Callable[[], object] | None = None
         self._counts: dict[str, int] = {}
@@ -95,10 +103,13 @@ class Front:
                 passed = self._passed.get((key, tuple(scope["headers"])))
                 entry = self._held.get(key)
                 now = self._clock()
+                client = scope.get("client")
                 if (
                     passed is not None
                     and entry is not None
                     and now < entry.refresh_at
+                    # The peer is not in the header set: checked here, on every hit.
+                    and (client is None or client[0] in self._peers)
                     # With a caller secret, a verdict holds only while that secret does.
                     and (self._epoch is None or passed[1] is self._epoch())
                 ):
@@ -153,12 +164,16 @@ class Front:
         # Taken before the check, so a secret rotated in between voids the verdict.
         epoch = self._guard.epoch() if entry is not None else None
         try:
+            self._guard.check_peer(scope.get("client"))
             self._guard.check(headers, key)
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
         except Exception as exc:  # mapped to its answer in one place, for the route too
-            response = token_error(self._recorder, key, exc, started, scope)
-            await response(scope, receive, send)
+            await token_error(self._recorder, key, exc, started, scope)(scope, receive, send)
+            return
+        except asyncio.CancelledError:  # the shutdown grace ran out while we waited
+            error = stopped_waiting()
+            await token_error(self._recorder, key, error, started, scope)(scope, receive, send)
             return
         rendered: RenderedToken = entry.rendered
         text = _wants_text(headers)
@@ -171,6 +186,7 @@ class Front:
     def _bind(self, state: Any) -> None:
         self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
         self._held = self._cache.held
+        self._peers = self._guard.allowed_peer_hosts
         self._clock = self._cache.clock
         self._epoch = self._guard.epoch if self._guard.rotates else None
         self._counts = self._recorder.counts

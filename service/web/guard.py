@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ LOOPBACK_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]"})
 GUARD_HEADER = b"x-token-broker-request"
 # Via too: a forward proxy that adds only Via would otherwise relay a remote caller unnoticed.
 PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"via"})
+# Peer addresses remembered as allowed, for the hit path; emptied when full.
+MAX_KNOWN_PEERS = 1024
 
 
 class SecretFile:
@@ -69,6 +72,31 @@ class RequestGuard:
         self._hosts = LOOPBACK_HOSTS | {host.lower().encode() for host in settings.allowed_hosts}
         self._fleets = frozenset(settings.allowed_fleets)
         self._secret = SecretFile(settings.auth_token_file) if settings.auth_token_file else None
+        self._peers = [ipaddress.ip_network(peer, strict=False) for peer in settings.allowed_peers]
+        # Peer addresses that passed: the front's hit path looks a peer up here on every hit,
+        # since the peer is not part of the header set its memo of verdicts is keyed by.
+        self.allowed_peer_hosts: set[str] = set()
+
+    def check_peer(self, client: tuple[str, int] | None) -> None:
+        """Raise unless the TCP peer is in TOKEN_BROKER_ALLOWED_PEERS; unix sockets pass.
+
+        The Host check stops browsers, not a remote peer that writes Host: localhost itself.
+        """
+        if client is None or client[0] in self.allowed_peer_hosts:
+            return  # no peer address: a unix socket, which file permissions guard
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            address = None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped  # a dual-stack listener's view of an IPv4 peer
+        if address is None or not any(address in network for network in self._peers):
+            raise errors.Forbidden(
+                "peer address is not in TOKEN_BROKER_ALLOWED_PEERS", code="PeerNotAllowed"
+            )
+        if len(self.allowed_peer_hosts) >= MAX_KNOWN_PEERS:
+            self.allowed_peer_hosts.clear()
+        self.allowed_peer_hosts.add(client[0])
 
     @property
     def rotates(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -9,7 +11,7 @@ from pydantic import BaseModel
 
 from service import errors
 from service.names import is_valid_compute_name, is_valid_fleet_id
-from service.web.answers import PreRendered, started_at, wants_text
+from service.web.answers import PreRendered, started_at, stopped_waiting, wants_text
 from service.web.render import RenderedToken
 
 TOKEN_PATH = "/fleets/{fleet_id}/computes/{compute_name:path}/token"  # noqa: S105 - a route, not a password
@@ -72,6 +74,7 @@ router = APIRouter()
 async def get_token(request: Request, fleet_id: str, compute_name: str) -> Response:
     # Who may ask comes before what is asked: a refused caller learns nothing about the path.
     state = request.app.state
+    state.guard.check_peer(request.scope.get("client"))
     state.guard.check(request.scope["headers"], (fleet_id, compute_name))
     # The path converter takes any compute name so that one with a slash reaches us at all
     # (uvicorn decodes %2F before routing); the API's own patterns are enforced here instead.
@@ -81,7 +84,10 @@ async def get_token(request: Request, fleet_id: str, compute_name: str) -> Respo
         raise errors.BadRequest(
             "compute_name must match ^[a-zA-Z0-9-]+(/[a-zA-Z0-9-]+)?$ (1024 max)"
         )
-    entry, outcome = await state.cache.lookup(fleet_id, compute_name)
+    try:
+        entry, outcome = await state.cache.lookup(fleet_id, compute_name)
+    except asyncio.CancelledError:  # the shutdown grace ran out while we waited
+        raise stopped_waiting() from None
     state.recorder.served(fleet_id, compute_name, outcome, started_at(request), request.scope)
     rendered: RenderedToken = entry.rendered
     if wants_text(request.headers.get("accept", "")):

@@ -15,8 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 from service.ops.readiness import Readiness
+from service.web.connections import Connections, default_max_connections
 from service.web.front import Front
-from service.web.protocol import BoundedHttpToolsProtocol
+from service.web.protocol import protocol_for
 
 # What the ops listener serves; it never answers a token request.
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -125,10 +126,15 @@ def ops_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config
 
 
 def _options(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
+    # Each listener keeps its own registry of connections: its own cap and head timeouts.
+    connections = Connections(
+        max_connections=settings.max_connections or default_max_connections(),
+        head_timeout=settings.head_timeout_seconds,
+    )
     options: dict[str, Any] = {
         "lifespan": "on",
         "loop": "uvloop",
-        "http": BoundedHttpToolsProtocol,
+        "http": protocol_for(connections),
         # The broker serves no websocket; an Upgrade request is answered as plain HTTP.
         "ws": "none",
         # Our logs.configure() owns the handlers; uvicorn's dictConfig would replace them.
