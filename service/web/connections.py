@@ -96,7 +96,8 @@ class Connections:
     def busy(self, connection: Closable) -> None:
         """A head is complete: the connection is in a request, and no longer on the clock."""
         self._waiting.pop(connection, None)
-        self._head_bytes -= self._heads.pop(connection, 0)
+        if self._heads:  # most heads arrive in one read and were never counted here
+            self._head_bytes -= self._heads.pop(connection, 0)
 
     def idle(self, connection: Closable) -> None:
         """Every request answered: the connection waits for its next head from now."""

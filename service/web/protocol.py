@@ -64,8 +64,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    # These three run for every request: plain calls to the base class, not super().
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._in_head = True
 
     def on_headers_complete(self) -> None:
@@ -74,7 +75,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.registry.busy(self)
         if self.url[:1] != b"/" and self.url != b"*":
             self._host_from_target()
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def _host_from_target(self) -> None:
         """An absolute-form target (GET http://evil.example/...) names the host, not Host.
@@ -94,7 +95,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.headers.append((b"host", host))
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         self._unanswered -= 1
         if not self._unanswered and not self.transport.is_closing():
             self.registry.idle(self)
