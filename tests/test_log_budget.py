@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from service.ops.budget import LINES_PER_INTERVAL, LogBudget
+from service.ops.log_budget import LINES_PER_INTERVAL, LogBudget
 from tests.helpers import RawConnection, eventually, request_head
 
 

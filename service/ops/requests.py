@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.errors import BrokerError
-from service.ops.budget import LogBudget
+from service.ops.log_budget import LogBudget
 from service.ops.metrics import Metrics
 
 log = logging.getLogger("service.requests")
