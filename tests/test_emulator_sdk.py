@@ -344,3 +344,41 @@ async def test_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture):
     assert any("Authorization=***" in line for line in lines)  # uvicorn's lines, redacted
     for token in h.emulator.issued_tokens:
         assert not [line for line in lines if token in line]
+
+
+async def test_refresh_waits_for_process_ready_then_repeats_the_same_token(clock: FakeClock):
+    # The C++ SDK drops a RefreshConnection before ProcessReady. The refresh is due while the
+    # process is still starting up: it must go out at ProcessReady, and again each
+    # refresh_repeat with the same token until a socket opens with it.
+    async with host(clock=clock, token_lifetime=3600.0, refresh_lead=300.0) as h:
+        server = await h.game_server(style="cpp")
+        await server.connect()
+        clock.advance(3400)  # the refresh is due; the process has not called ProcessReady
+        socket = h.emulator.sockets.live[server.process_id]
+        looked = socket.refresh_looks
+        await eventually(lambda: socket.refresh_looks >= looked + 2, what="the timer looked")
+        await server.process_ready()
+        first = await server.push("RefreshConnection", timeout=5)
+        assert server.dropped == []
+        assert first["AuthToken"] != server.auth_token
+        clock.advance(60)  # not acted on (a lost push): the same token again
+        again = await server.push("RefreshConnection", timeout=5)
+        assert again["AuthToken"] == first["AuthToken"]
+        # Too close to its own refresh point to hand out again: a new one, and both work.
+        clock.advance(3300)
+        rotated = await server.push("RefreshConnection", timeout=5)
+        assert rotated["AuthToken"] not in (first["AuthToken"], server.auth_token)
+        server.auth_token, server.idempotency_token = first["AuthToken"], "refreshed-1"
+        await server.connect(first["RefreshConnectionEndpoint"])
+        beat = await server.request("HeartbeatServerProcess", HealthStatus=True)
+        assert beat["StatusCode"] == 200
+        # That old token is itself due for a refresh: the newer one, still outstanding, comes.
+        assert (await server.push("RefreshConnection", timeout=5))["AuthToken"] == rotated[
+            "AuthToken"
+        ]
+        server.auth_token, server.idempotency_token = rotated["AuthToken"], "refreshed-2"
+        await server.connect(rotated["RefreshConnectionEndpoint"])
+        # The new socket's token is fresh: its own refresh is not due for a long while.
+        wait = h.emulator.sessions.refresh_wait(server.process_id)
+        assert wait is not None and wait > 1000
+        await server.close()

@@ -94,6 +94,14 @@ def parser() -> argparse.ArgumentParser:
         "through a token shorter than twice this; default: %(default)s)",
     )
     p.add_argument(
+        "--refresh-repeat",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="push the same RefreshConnection again this often until the process reconnects "
+        "with its token (default: %(default)s)",
+    )
+    p.add_argument(
         "--rate-limits",
         choices=["off", "aws"],
         default="off",
@@ -151,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         location=args.location,
         token_reuse=args.token_reuse,
         refresh_lead=args.refresh_lead,
+        refresh_repeat=args.refresh_repeat,
         rate_limits=args.rate_limits,
     )
     try:

@@ -23,7 +23,7 @@ __all__ = ["AMZ_JSON", "FAULTS", "TARGET", "Emulator"]
 
 TARGET = "GameLift.GetComputeAuthToken"
 MAX_BODY = 1 << 20  # CreateGameSession's GameSessionData alone may be 256 KiB
-_NUMBERS = ("latency", "token_lifetime", "refresh_lead")
+_NUMBERS = ("latency", "token_lifetime", "refresh_lead", "refresh_repeat")
 _SETTINGS = frozenset({*_NUMBERS, "fault", "count", "reset_calls", "token_reuse", "rate_limits"})
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -46,6 +46,7 @@ class Emulator:
         location: str = "custom-local",
         token_reuse: bool = True,
         refresh_lead: float = 300.0,
+        refresh_repeat: float = 60.0,
         rate_limits: Any = None,
     ) -> None:
         self.clock = clock
@@ -57,6 +58,7 @@ class Emulator:
             token_lifetime=token_lifetime,
             token_reuse=token_reuse,
             refresh_lead=refresh_lead,
+            refresh_repeat=refresh_repeat,
         )
         self.registry = Registry(self.options, clock)
         self.sessions = Sessions(self.registry)
@@ -153,7 +155,7 @@ class Emulator:
             self.set_fault(changes.get("fault", self.faults.kind), changes.get("count"))
         if "latency" in changes:
             self.latency = float(changes["latency"])
-        for name in ("token_lifetime", "refresh_lead"):
+        for name in ("token_lifetime", "refresh_lead", "refresh_repeat"):
             if name in changes:
                 setattr(self.options, name, float(changes[name]))
         if "token_reuse" in changes:
@@ -176,6 +178,7 @@ class Emulator:
             "token_lifetime": self.token_lifetime,
             "token_reuse": self.options.token_reuse,
             "refresh_lead": self.options.refresh_lead,
+            "refresh_repeat": self.options.refresh_repeat,
             "strict": self.options.strict,
             "rate_limits": self.limits.describe(),
             "action_calls": self.action_calls,

@@ -49,6 +49,7 @@ class IssuedToken:
     value: str  # a secret: never in a log line, an exception message or state()
     key: Key
     expires: float  # wall clock, epoch seconds
+    issued: float  # wall clock, epoch seconds
 
 
 @dataclass
@@ -69,8 +70,10 @@ class Process:
     healthy: bool | None = None
     last_heartbeat: float | None = None  # wall clock
     game_session_arn: str | None = None
-    # The token a RefreshConnection push handed out: its bearer may replace the live socket.
-    refresh_token: str | None = None
+    # The tokens RefreshConnection pushes handed out and no socket has opened with yet (newest
+    # last): a bearer of any of them may replace the live socket.
+    refresh_tokens: list[str] = field(default_factory=list)
+    refresh_pushed: float | None = None  # wall clock of the last RefreshConnection push
 
     def public(self) -> dict[str, Any]:
         return {

@@ -24,6 +24,7 @@ SDK_PATH = "/sdk"
 CONNECT_PARAMETERS = ("pID", "ComputeId", "FleetId", "IdempotencyToken", "Authorization")
 MAX_QUEUED_FRAMES = 256  # a client that stops reading loses its socket, not our memory
 MAX_FRAME = 1 << 20
+REFRESH_POLL = 1.0  # the refresh timer looks again this often: the clock may be stepped
 # ApiError codes as the SDKs' status codes (they map 400, 401, 403, 404, 409, 429 and 5xx).
 _STATUS = {"NotFoundException": 404, "ConflictException": 409, "Forbidden": 403}
 
@@ -41,6 +42,8 @@ class Connection:
     queue: asyncio.Queue[dict[str, Any] | None] = field(
         default_factory=lambda: asyncio.Queue(MAX_QUEUED_FRAMES)
     )
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # ProcessReady: look again now
+    refresh_looks: int = 0  # how often the refresh timer has looked (tests wait on it)
 
 
 def parse_query(raw: bytes) -> dict[str, str]:
@@ -111,7 +114,7 @@ class SdkSockets:
         self.live[process.process_id] = connection  # a refreshed reconnect replaces the old one
         await send({"type": "websocket.accept"})
         writer = asyncio.create_task(self._write(connection, send))
-        refresher = asyncio.create_task(self._refresh(connection, process.auth_token))
+        refresher = asyncio.create_task(self._refresh(connection))
         try:
             await self._read(connection, receive)
         finally:
@@ -138,6 +141,8 @@ class SdkSockets:
             if not isinstance(frame, dict):
                 continue
             reply = self.reply(connection.process_id, frame)
+            if reply["Action"] == "ActivateServerProcess" and reply["StatusCode"] == 200:
+                connection.wake.set()  # a refresh already due goes out now
             try:
                 connection.queue.put_nowait(reply)
             except asyncio.QueueFull:
@@ -149,22 +154,24 @@ class SdkSockets:
             await send({"type": "websocket.send", "text": text})
         await send({"type": "websocket.close", "code": 1000})
 
-    async def _refresh(self, connection: Connection, token: str) -> None:
-        """RefreshConnection before the socket's token expires, and again for each new one."""
-        options = self.sessions.registry.options
-        issued = self.sessions.registry.tokens.get(token)
-        remaining = issued.expires - self.sessions.registry.clock() if issued else 0.0
-        while True:
-            # refresh_lead before expiry, or halfway through a token shorter than twice that.
-            await asyncio.sleep(max(remaining - options.refresh_lead, remaining / 2, 0.05))
-            if self.live.get(connection.process_id) is not connection:
-                return  # replaced: the new socket has its own timer
-            new_token = self.sessions.refresh(connection.process_id)
-            if new_token is None:
-                return
-            fields = {"RefreshConnectionEndpoint": connection.endpoint, "AuthToken": new_token}
-            self.push(connection.process_id, "RefreshConnection", fields)
-            remaining = options.token_lifetime
+    async def _refresh(self, connection: Connection) -> None:
+        """RefreshConnection once the process is ACTIVE and its token's refresh is due, then
+        again every refresh_repeat with the same token until a socket opens with it (that
+        socket replaces this one, and has its own timer)."""
+        while self.live.get(connection.process_id) is connection:
+            wait = self.sessions.refresh_wait(connection.process_id)
+            connection.refresh_looks += 1
+            if wait is not None and wait <= 0:
+                token = self.sessions.refresh(connection.process_id)
+                if token is None:
+                    return
+                fields = {"RefreshConnectionEndpoint": connection.endpoint, "AuthToken": token}
+                self.push(connection.process_id, "RefreshConnection", fields)
+                continue
+            connection.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                timeout = REFRESH_POLL if wait is None else min(wait, REFRESH_POLL)
+                await asyncio.wait_for(connection.wake.wait(), timeout)
 
     def reply(self, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
         action, request_id = frame.get("Action"), frame.get("RequestId")

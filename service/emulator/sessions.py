@@ -57,7 +57,7 @@ class Sessions:
         compute = self.registry.compute(fleet_id, compute_name)
         existing = self.processes.get(process_id)
         if existing is not None and existing.connected:
-            refreshed = existing.refresh_token is not None and token == existing.refresh_token
+            refreshed = token in existing.refresh_tokens
             same_socket = idempotency_token == existing.idempotency_token
             if (existing.fleet_id, existing.compute_name) != (fleet_id, compute_name) or not (
                 refreshed or same_socket
@@ -79,8 +79,15 @@ class Sessions:
             trim(self.processes, MAX_PROCESSES, lambda p: not p.connected)
         else:
             process = existing
+            if token in process.refresh_tokens:
+                # Used, with those before it; a newer one may still be on its way to the SDK.
+                used = process.refresh_tokens.index(token)
+                process.refresh_tokens = process.refresh_tokens[used + 1 :]
+            # A reconnect with any other token did not act on a push (or never got it): the
+            # next one goes out as soon as it is due, not a repeat interval later.
+            process.refresh_pushed = None
             process.idempotency_token, process.auth_token = idempotency_token, token
-            process.connected, process.refresh_token = True, None
+            process.connected = True
         process.generation += 1
         return process
 
@@ -90,16 +97,40 @@ class Sessions:
         if process is not None and process.generation == generation:
             process.connected = False
 
+    def refresh_wait(self, process_id: str) -> float | None:
+        """Seconds until the process's next RefreshConnection push is due (0 or less: now); None
+        while it is not ACTIVE (C++ drops a push before ProcessReady) or is gone."""
+        process = self.processes.get(process_id)
+        if process is None or not process.connected or process.status != "ACTIVE":
+            return None
+        now = self.registry.clock()
+        if process.refresh_pushed is not None:
+            # A floor, so a repeat of 0 cannot turn the timer into a busy loop.
+            return process.refresh_pushed + max(self.registry.options.refresh_repeat, 0.1) - now
+        issued = self.registry.tokens.get(process.auth_token)
+        if issued is None:
+            return None  # revoked with its compute: the refresh below would find none either
+        return self.registry.refresh_due(issued) - now
+
     def refresh(self, process_id: str) -> str | None:
-        """Mint the token for a RefreshConnection push; None if the process is gone."""
+        """The token for a RefreshConnection push now: the one pushed before while it has time
+        left (a repeat must not strand a socket that is opening with it), else a new one.
+        None if the process or its compute is gone."""
         process = self.processes.get(process_id)
         if process is None or not process.connected or process.status == "TERMINATED":
             return None
         key = (process.fleet_id, process.compute_name)
         if f"{key[0]}/{key[1]}" not in self.registry.computes:
             return None
-        process.refresh_token = self.registry.mint(key).value
-        return process.refresh_token
+        now, tokens = self.registry.clock(), self.registry.tokens
+        outstanding = [t for t in process.refresh_tokens if t in tokens and tokens[t].expires > now]
+        latest = tokens[outstanding[-1]] if outstanding else None
+        if latest is None or self.registry.refresh_due(latest) <= now:
+            latest = self.registry.mint(key)
+            outstanding.append(latest.value)
+        process.refresh_tokens = outstanding
+        process.refresh_pushed = now
+        return latest.value
 
     # -- the frames a game server sends -------------------------------------------------------
 

@@ -35,6 +35,9 @@ class Options:
     token_lifetime: float = 3600.0
     token_reuse: bool = True  # hand back the same token until under REUSE_WINDOW remains
     refresh_lead: float = 300.0  # RefreshConnection goes out this long before a token expires
+    # ... and again this often with the same token until a socket opens with it: a push can be
+    # lost (C++ drops one that comes before ProcessReady, a socket can die with it queued).
+    refresh_repeat: float = 60.0
 
 
 class Registry:
@@ -147,7 +150,7 @@ class Registry:
     def mint(self, key: Key, expires: float | None = None) -> IssuedToken:
         if expires is None:
             expires = self.clock() + self.options.token_lifetime
-        issued = IssuedToken(str(uuid.uuid4()), key, expires)
+        issued = IssuedToken(str(uuid.uuid4()), key, expires, self.clock())
         self.tokens[issued.value] = issued
         self.issued.append(issued.value)
         self._current[key] = issued.value
@@ -166,6 +169,11 @@ class Registry:
         if self.options.strict and f"{fleet_id}/{name}" not in self.computes:
             raise ApiError("Forbidden", f"compute {name} is not registered", 403)
         return issued
+
+    def refresh_due(self, issued: IssuedToken) -> float:
+        """When a socket opened with this token should get its RefreshConnection: refresh_lead
+        before expiry, or halfway through a token that lives less than twice that."""
+        return issued.expires - min(self.options.refresh_lead, (issued.expires - issued.issued) / 2)
 
     def _home(self, fleet: Fleet) -> str:
         """Where a compute goes when its registration names no location (lenient mode)."""
