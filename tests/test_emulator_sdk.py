@@ -382,3 +382,47 @@ async def test_refresh_waits_for_process_ready_then_repeats_the_same_token(clock
         wait = h.emulator.sessions.refresh_wait(server.process_id)
         assert wait is not None and wait > 1000
         await server.close()
+
+
+async def test_a_process_id_reused_after_a_crash_is_a_new_execution():
+    async with host() as h:
+        crashed = await h.game_server()
+        await crashed.connect()
+        await crashed.process_ready(port=7001)
+        created = await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+        arn = created["GameSession"]["GameSessionId"]
+        await crashed.push("CreateGameSession")
+        assert (await crashed.request("ActivateGameSession", GameSessionId=arn))[
+            "StatusCode"
+        ] == 200
+        # A dropped socket and the SDK's reconnect (same IdempotencyToken): the same execution.
+        await crashed.close()
+        await eventually(lambda: not h.process(crashed.process_id)["Connected"])
+        await crashed.connect()
+        assert h.process(crashed.process_id)["Status"] == "ACTIVE"
+        await crashed.close()
+        await eventually(lambda: not h.process(crashed.process_id)["Connected"])
+
+        # It crashed; a new execution comes up under the same process id (another SDK, too).
+        again = await h.game_server(process_id=crashed.process_id, style="cpp")
+        await again.connect()
+        process = h.process(again.process_id)
+        assert (process["Status"], process["Port"], process["GameSessionId"]) == (
+            "INITIALIZING",
+            None,
+            None,
+        )
+        assert (process["SdkLanguage"], process["SdkVersion"], process["Connected"]) == (
+            "Cpp",
+            "5.4.0",
+            True,
+        )
+        described = await h.client.describe_game_sessions(GameSessionId=arn)
+        assert described["GameSessions"][0]["Status"] == "TERMINATED"
+        # It hosts nothing until its own ProcessReady; then it gets a game session of its own.
+        with pytest.raises(h.client.exceptions.FleetCapacityExceededException):
+            await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+        await again.process_ready(port=7002)
+        await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+        assert (await again.push("CreateGameSession"))["Port"] == 7002
+        await again.close()

@@ -63,7 +63,20 @@ class Sessions:
                 refreshed or same_socket
             ):
                 raise ApiError("Forbidden", f"process {process_id} is already connected", 403)
-        if existing is None or existing.status == "TERMINATED":
+        # The same execution reconnects with its IdempotencyToken (after any close) or with a
+        # token a RefreshConnection gave it. Anything else on a closed socket's process id is
+        # a new execution (the old one crashed): it starts afresh, as the Agent's would.
+        same_execution = (
+            existing is not None
+            and existing.status != "TERMINATED"
+            and (existing.fleet_id, existing.compute_name) == (fleet_id, compute_name)
+            and (
+                existing.connected
+                or idempotency_token == existing.idempotency_token
+                or token in existing.refresh_tokens
+            )
+        )
+        if existing is None or not same_execution:
             process = Process(
                 process_id,
                 fleet_id,
@@ -74,6 +87,10 @@ class Sessions:
                 sdk_language,
                 sdk_version,
             )
+            if existing is not None:
+                self._end_game_session(existing)
+                # A close of the dead execution's socket that comes late must change nothing.
+                process.generation = existing.generation
             self.processes[process_id] = process
             self.processes.move_to_end(process_id)
             trim(self.processes, MAX_PROCESSES, lambda p: not p.connected)
@@ -158,6 +175,9 @@ class Sessions:
     def terminate(self, process_id: str) -> None:
         process = self.process(process_id)
         process.status = "TERMINATED"
+        self._end_game_session(process)
+
+    def _end_game_session(self, process: Process) -> None:
         session = self.game_sessions.get(process.game_session_arn or "")
         if session is not None and session.status in ("ACTIVATING", "ACTIVE"):
             session.status, session.terminated = "TERMINATED", self.registry.clock()
