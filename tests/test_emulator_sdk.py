@@ -208,10 +208,23 @@ async def test_refused_upgrades_are_403():
             with pytest.raises(InvalidStatus) as caught:
                 await server.connect()
             assert refused(caught) == 403, what
-        with pytest.raises(InvalidStatus) as caught:
-            await good.connect(h.endpoint.replace("/sdk", "/elsewhere"))
-        assert refused(caught) == 403
         assert h.emulator.state()["processes"] == []
+
+
+async def test_the_sdk_path_or_the_bare_host_and_404_elsewhere():
+    async with host() as h:
+        bare = h.endpoint.removesuffix("/sdk")  # GAMELIFT_SDK_WEBSOCKET_URL=ws://host:port
+        for style, url in (("go", bare), ("cpp", bare), ("go", bare + "/"), ("go", bare + "/sdk/")):
+            server = await h.game_server(style=style)
+            await server.connect(url)
+            assert (await server.process_ready())["StatusCode"] == 200, (style, url)
+            await server.close()
+        for path in ("/elsewhere", "/sdk/more", "/sdkx"):
+            server = await h.game_server()
+            with pytest.raises(InvalidStatus) as caught:
+                await server.connect(bare + path)
+            assert refused(caught) == 404, path  # not 403: the SDKs report that as a bad token
+        assert len(h.emulator.state()["processes"]) == 4
 
 
 async def test_an_expired_token_is_refused():

@@ -21,6 +21,9 @@ from service.emulator.errors import ApiError, invalid
 from service.emulator.sessions import Sessions
 
 SDK_PATH = "/sdk"
+# The endpoint we hand out, and the bare host (GAMELIFT_SDK_WEBSOCKET_URL=ws://host:port, to
+# which C++ adds a "/"); other paths are a 404, never a 403 the SDKs report as a bad token.
+SDK_PATHS = frozenset({"", "/", SDK_PATH, SDK_PATH + "/"})
 CONNECT_PARAMETERS = ("pID", "ComputeId", "FleetId", "IdempotencyToken", "Authorization")
 MAX_QUEUED_FRAMES = 256  # a client that stops reading loses its socket, not our memory
 MAX_FRAME = 1 << 20
@@ -90,8 +93,8 @@ class SdkSockets:
             return
         params = parse_query(scope.get("query_string", b""))
         try:
-            if scope["path"].rstrip("/") != SDK_PATH:
-                raise ApiError("Forbidden", "not the SDK's websocket path", 403)
+            if scope["path"] not in SDK_PATHS:
+                raise ApiError("NotFound", f"no websocket at this path; use {SDK_PATH}", 404)
             if missing := [p for p in CONNECT_PARAMETERS if not params.get(p)]:
                 raise ApiError("Forbidden", f"missing connect parameters: {missing}", 403)
             process = self.sessions.connect(
@@ -106,7 +109,7 @@ class SdkSockets:
         except ApiError as refused:
             # The process id is no secret; the token never appears here.
             log.info("refused an SDK connect", extra={"reason": refused.message})
-            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            await _deny(scope, send, refused)
             return
         connection = Connection(
             process.process_id, process.generation, endpoint_of(scope, scope["scheme"] == "wss")
@@ -184,6 +187,19 @@ class SdkSockets:
         except ApiError as error:
             status = _STATUS.get(error.code, error.status)
             return {**envelope, "StatusCode": status, "ErrorMessage": error.message}
+
+
+async def _deny(scope: dict[str, Any], send: Send, refused: ApiError) -> None:
+    """Refuse the upgrade with the error's HTTP status (uvicorn's denial response extension);
+    a server without it turns a close before accept into a 403."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = refused.message.encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    start = {"type": "websocket.http.response.start", "status": refused.status}
+    await send({**start, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def _text(frame: dict[str, Any], name: str) -> str:
