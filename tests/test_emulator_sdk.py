@@ -439,3 +439,31 @@ async def test_a_process_id_reused_after_a_crash_is_a_new_execution():
         await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
         assert (await again.push("CreateGameSession"))["Port"] == 7002
         await again.close()
+
+
+async def test_go_5_0_frames_with_their_optional_fields_left_out():
+    # Go's encoding/json drops omitempty fields that hold their zero value: an unhealthy
+    # heartbeat has no HealthStatus, ProcessReady without tool or log paths has no SdkToolName
+    # or SdkToolVersion, and LogPaths (no omitempty) is null.
+    async with host() as h:
+        server = await h.game_server()
+        await server.connect()
+        ready = await server.request(
+            "ActivateServerProcess", SdkVersion="5.0.0", SdkLanguage="Go", Port=7777, LogPaths=None
+        )
+        assert ready["StatusCode"] == 200
+        assert (
+            h.process(server.process_id)["Status"],
+            h.process(server.process_id)["LogPaths"],
+        ) == (
+            "ACTIVE",
+            [],
+        )
+        assert (await server.request("HeartbeatServerProcess", HealthStatus=True))[
+            "StatusCode"
+        ] == 200
+        assert h.process(server.process_id)["Healthy"] is True
+        unhealthy = await server.request("HeartbeatServerProcess")
+        assert unhealthy["StatusCode"] == 200
+        assert h.process(server.process_id)["Healthy"] is False
+        await server.close()

@@ -220,7 +220,8 @@ def _activate(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dic
 
 
 def _heartbeat(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
-    healthy = frame.get("HealthStatus")
+    # Go 5.0.x declares `HealthStatus bool json:",omitempty"`: an unhealthy beat has no field.
+    healthy = frame.get("HealthStatus", False)
     if not isinstance(healthy, bool):
         raise invalid("HealthStatus must be a boolean")
     sessions.heartbeat(process_id, healthy)
