@@ -467,3 +467,60 @@ async def test_go_5_0_frames_with_their_optional_fields_left_out():
         assert unhealthy["StatusCode"] == 200
         assert h.process(server.process_id)["Healthy"] is False
         await server.close()
+
+
+async def test_describe_player_sessions_over_the_recorded_ones_with_paging():
+    async with host() as h:
+        server = await h.game_server()
+        await server.connect()
+        await server.process_ready(port=7777)
+        created = await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=8)
+        arn = created["GameSession"]["GameSessionId"]
+        await server.push("CreateGameSession")
+        await server.request("ActivateGameSession", GameSessionId=arn)
+        for player in ("psess-1", "psess-2", "psess-3"):
+            await server.request("AcceptPlayerSession", GameSessionId=arn, PlayerSessionId=player)
+
+        async def describe(**filters: Any) -> dict[str, Any]:
+            reply = await server.request("DescribePlayerSessions", **filters)
+            assert reply["Action"] == "DescribePlayerSessions"
+            return reply
+
+        first = await describe(GameSessionId=arn, Limit=2)
+        assert first["StatusCode"] == 200
+        assert [p["PlayerSessionId"] for p in first["PlayerSessions"]] == ["psess-1", "psess-2"]
+        one = first["PlayerSessions"][0]
+        assert (one["GameSessionId"], one["FleetId"], one["Status"]) == (arn, FLEET, "ACTIVE")
+        assert (one["IpAddress"], one["Port"], one["DnsName"]) == (
+            "10.0.0.5",
+            7777,
+            "host-1.example",
+        )
+        assert isinstance(one["CreationTime"], int)  # epoch milliseconds, Go's int64
+        rest = await describe(GameSessionId=arn, Limit=2, NextToken=first["NextToken"])
+        assert [p["PlayerSessionId"] for p in rest["PlayerSessions"]] == ["psess-3"]
+        assert "NextToken" not in rest
+        single = await describe(PlayerSessionId="psess-2", Limit=1, NextToken="7")
+        assert [p["PlayerSessionId"] for p in single["PlayerSessions"]] == ["psess-2"]
+        active = await describe(GameSessionId=arn, PlayerSessionStatusFilter="ACTIVE")
+        assert len(active["PlayerSessions"]) == 3
+        for filters in (
+            {"GameSessionId": arn, "PlayerSessionStatusFilter": "COMPLETED"},
+            {"PlayerId": "player-1"},  # never learnt: no CreatePlayerSession here
+            {"GameSessionId": "arn:aws:gamelift:us-west-2::gamesession/other"},
+        ):
+            found = await describe(**filters)
+            assert (found["StatusCode"], found["PlayerSessions"]) == (200, []), filters
+        for filters in (
+            {},
+            {"GameSessionId": "", "PlayerId": ""},  # C++ may send empty strings: none
+            {"GameSessionId": arn, "PlayerSessionStatusFilter": "GONE"},
+            {"GameSessionId": arn, "NextToken": "x"},
+            {"GameSessionId": arn, "Limit": "2"},
+        ):
+            bad = await describe(**filters)
+            assert bad["StatusCode"] == 400 and bad["ErrorMessage"], filters
+        await server.request("RemovePlayerSession", GameSessionId=arn, PlayerSessionId="psess-1")
+        left = await describe(GameSessionId=arn)
+        assert [p["PlayerSessionId"] for p in left["PlayerSessions"]] == ["psess-2", "psess-3"]
+        await server.close()

@@ -113,7 +113,8 @@ class GameSession:
     status_reason: str | None = None
     terminated: float | None = None
     policy: str = "ACCEPT_ALL"
-    player_sessions: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # The player sessions it accepted and has not removed, and when each was accepted (wall).
+    player_sessions: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
 V = TypeVar("V")

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from service.emulator.errors import ApiError, invalid
+from service.emulator.records import GameSession
 from service.emulator.sessions import Sessions
 
 SDK_PATH = "/sdk"
@@ -249,6 +250,55 @@ def _player(add: bool) -> Callable[[Sessions, str, dict[str, Any]], dict[str, An
     return handle
 
 
+def _optional_text(frame: dict[str, Any], name: str) -> str | None:
+    """A filter the SDK may leave out (Go: omitempty) or send empty (C++): both mean none."""
+    value = frame.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid(f"{name} must be a string")
+    return value or None
+
+
+def _describe_player_sessions(
+    sessions: Sessions, process_id: str, frame: dict[str, Any]
+) -> dict[str, Any]:
+    player_session_id = _optional_text(frame, "PlayerSessionId")
+    found = sessions.describe_player_sessions(
+        process_id,
+        _optional_text(frame, "GameSessionId"),
+        player_session_id,
+        _optional_text(frame, "PlayerId"),
+        _optional_text(frame, "PlayerSessionStatusFilter"),
+    )
+    limit, token = frame.get("Limit") or 50, _optional_text(frame, "NextToken") or "0"
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise invalid("Limit must be a positive integer")
+    if not token.isdigit():
+        raise invalid("NextToken is not valid")
+    start = 0 if player_session_id else int(token)  # both are ignored for one player session
+    end = len(found) if player_session_id else start + limit
+    answer: dict[str, Any] = {
+        "PlayerSessions": [_player_session(s, p) for s, p in found[start:end]],
+    }
+    if end < len(found):
+        answer["NextToken"] = str(end)
+    return answer
+
+
+def _player_session(session: GameSession, player_session_id: str) -> dict[str, Any]:
+    rendered: dict[str, Any] = {
+        "PlayerSessionId": player_session_id,
+        "GameSessionId": session.arn,
+        "FleetId": session.fleet_id,
+        "IpAddress": session.ip_address,
+        "Port": session.port,
+        "CreationTime": int(session.player_sessions[player_session_id] * 1000),  # Go: int64 ms
+        "Status": "ACTIVE",
+    }
+    if session.dns_name is not None:
+        rendered["DnsName"] = session.dns_name
+    return rendered
+
+
 def _policy(sessions: Sessions, process_id: str, frame: dict[str, Any]) -> dict[str, Any]:
     arn, policy = _text(frame, "GameSessionId"), _text(frame, "PlayerSessionPolicy")
     sessions.set_policy(process_id, arn, policy)
@@ -263,4 +313,5 @@ _HANDLERS: dict[str, Callable[[Sessions, str, dict[str, Any]], dict[str, Any]]] 
     "AcceptPlayerSession": _player(add=True),
     "RemovePlayerSession": _player(add=False),
     "UpdatePlayerSessionCreationPolicy": _policy,
+    "DescribePlayerSessions": _describe_player_sessions,
 }

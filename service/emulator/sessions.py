@@ -23,6 +23,8 @@ from service.emulator.records import (
 )
 from service.emulator.state import Registry
 
+PLAYER_SESSION_STATUSES = ("RESERVED", "ACTIVE", "COMPLETED", "TIMEDOUT")
+
 Push = Callable[[str, str, dict[str, Any]], bool]  # (process id, action, fields) -> sent
 
 
@@ -187,10 +189,38 @@ class Sessions:
         if add:
             if session.policy == "DENY_ALL" and player_session_id not in session.player_sessions:
                 raise invalid(f"game session {arn} accepts no new player sessions")
-            session.player_sessions[player_session_id] = None
+            session.player_sessions.setdefault(player_session_id, self.registry.clock())
             trim(session.player_sessions, MAX_PLAYER_SESSIONS, lambda v: True)
-        elif session.player_sessions.pop(player_session_id, False) is False:
+        elif session.player_sessions.pop(player_session_id, None) is None:
             raise not_found(f"player session {player_session_id} is not in {arn}")
+
+    def describe_player_sessions(
+        self,
+        process_id: str,
+        arn: str | None,
+        player_session_id: str | None,
+        player_id: str | None,
+        status: str | None,
+    ) -> list[tuple[GameSession, str]]:
+        """(game session, player session id) for each recorded player session in the process's
+        fleet that matches. They are the ones it accepted and has not removed, so all ACTIVE;
+        the emulator never learns a player id (no CreatePlayerSession), so PlayerId matches none.
+        """
+        if arn is None and player_session_id is None and player_id is None:
+            raise invalid("One of GameSessionId, PlayerSessionId or PlayerId is required")
+        if status is not None and status not in PLAYER_SESSION_STATUSES:
+            raise invalid(f"PlayerSessionStatusFilter must be one of {PLAYER_SESSION_STATUSES}")
+        fleet_id = self.process(process_id).fleet_id
+        if player_id is not None or status not in (None, "ACTIVE"):
+            return []
+        sessions = [self.game_sessions.get(arn)] if arn is not None else self.game_sessions.values()
+        return [
+            (session, player)
+            for session in sessions
+            if session is not None and session.fleet_id == fleet_id
+            for player in session.player_sessions
+            if player_session_id is None or player == player_session_id
+        ]
 
     def set_policy(self, process_id: str, arn: str, policy: str) -> None:
         if policy not in ("ACCEPT_ALL", "DENY_ALL"):
