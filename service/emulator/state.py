@@ -57,11 +57,14 @@ class Registry:
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:gamelift:{self.options.region}:{ACCOUNT}:{kind}/{name}"
 
-    def fleet(self, fleet_id: str) -> Fleet:
+    def fleet(self, fleet_id: str, unknown: Callable[[str], ApiError] = not_found) -> Fleet:
+        """The fleet, made on first use in lenient mode; else `unknown`'s error: an action
+        whose botocore model has no NotFoundException (RegisterCompute, ListCompute) passes
+        `invalid`, so a client never meets an error its model does not know."""
         if found := self.fleets.get(fleet_id):
             return found
         if self.options.strict:
-            raise not_found(f"Fleet {fleet_id} not found")
+            raise unknown(f"Fleet {fleet_id} not found")
         fleet = self.fleets[fleet_id] = Fleet(fleet_id, {self.options.location}, implicit=True)
         trim(self.fleets, MAX_FLEETS, lambda f: f.implicit)
         return fleet
@@ -86,7 +89,7 @@ class Registry:
         location: str | None,
         certificate_path: str | None,
     ) -> Compute:
-        fleet = self.fleet(fleet_id)
+        fleet = self.fleet(fleet_id, invalid)
         if self.options.strict:
             if ip_address is None:
                 raise invalid("IpAddress is required to register a compute in an Anywhere fleet")
@@ -126,7 +129,7 @@ class Registry:
         return compute
 
     def list(self, fleet_id: str, location: str | None, status: str | None) -> list[Compute]:
-        self.fleet(fleet_id)
+        self.fleet(fleet_id, invalid)
         return [
             c
             for c in self.computes.values()
