@@ -123,7 +123,14 @@ def parser() -> argparse.ArgumentParser:
         help="delay before each control-plane answer (default: %(default)s)",
     )
     p.add_argument(
-        "--fault", choices=sorted(FAULTS), help="fault every GetComputeAuthToken (default: none)"
+        "--fault", choices=sorted(FAULTS), help="fault every --fault-action call (default: none)"
+    )
+    p.add_argument(
+        "--fault-action",
+        choices=sorted(ACTIONS),
+        default="GetComputeAuthToken",
+        metavar="ACTION",
+        help="the action --fault applies to, one of %(choices)s (default: %(default)s)",
     )
     p.add_argument(
         "--fault-count",
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for action, burst, rate in args.rate_limit:
             emulator.limits.set(action, burst, rate)
-        emulator.set_fault(args.fault, args.fault_count)
+        emulator.set_fault(args.fault, args.fault_count, args.fault_action)
     except ValueError as exc:
         sys.exit(f"{PROG}: {exc}")
     ssl: dict[str, Any] = {}

@@ -82,7 +82,7 @@ class ControlPlane:
         request = shapes.check_shape(action, parsed)
         self._count(action, request)
         self.limits.check(action)
-        fault = self.faults.take() if action == "GetComputeAuthToken" else None
+        fault = self.faults.take(action)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None and fault != "expired":
