@@ -70,7 +70,10 @@ class ControlPlane:
     ) -> Answer:
         # Every AWS client signs, so a missing header means a client that is not one.
         if not headers.get(b"authorization"):
-            raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token")
+            # AWS answers this one with a 403.
+            raise ApiError(
+                "MissingAuthenticationTokenException", "Missing Authentication Token", 403
+            )
         target = headers.get(b"x-amz-target", b"").decode("latin-1")
         action = target.removeprefix(TARGET_PREFIX)
         if not target.startswith(TARGET_PREFIX) or action not in shapes.ACTIONS:
