@@ -125,6 +125,14 @@ class GameServer:
         await self.socket.send(json.dumps({"Action": action, "RequestId": request_id, **fields}))
         return await asyncio.wait_for(waiter, timeout)
 
+    async def send_raw(self, text: str, request_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Send any text as a frame and wait for the reply that carries `request_id`."""
+        assert self.socket is not None
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = waiter
+        await self.socket.send(text)
+        return await asyncio.wait_for(waiter, timeout)
+
     async def process_ready(self, port: int = 7777, log_paths: list[str] | None = None) -> Any:
         reply = await self.request(
             "ActivateServerProcess",

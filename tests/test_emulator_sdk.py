@@ -3,6 +3,7 @@ by frame, with the control plane driven by real botocore, all under a real uvico
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -298,6 +299,18 @@ async def test_frames_unknown_fields_bad_values_and_unknown_actions():
             assert reply["ErrorMessage"]
         assert server.socket is not None
         await server.socket.send("not json")  # ignored, and the socket stays up
+        # A broken or oversized frame whose RequestId can be read is answered, not left to
+        # the SDK's 20 s timeout.
+        broken = await server.send_raw(
+            '{"Action":"HeartbeatServerProcess","RequestId":"r-1",', "r-1"
+        )
+        assert (broken["Action"], broken["StatusCode"]) == ("HeartbeatServerProcess", 400)
+        assert broken["ErrorMessage"]
+        big = json.dumps(
+            {"RequestId": "r-2", "Action": "ActivateServerProcess", "x": "a" * (1 << 20)}
+        )
+        oversized = await server.send_raw(big, "r-2")
+        assert (oversized["Action"], oversized["StatusCode"]) == ("ActivateServerProcess", 400)
         assert (await server.request("HeartbeatServerProcess", HealthStatus=True))[
             "StatusCode"
         ] == 200
@@ -524,3 +537,29 @@ async def test_describe_player_sessions_over_the_recorded_ones_with_paging():
         left = await describe(GameSessionId=arn)
         assert [p["PlayerSessionId"] for p in left["PlayerSessions"]] == ["psess-2", "psess-3"]
         await server.close()
+
+
+async def test_the_process_bound_never_drops_a_connected_process(monkeypatch: pytest.MonkeyPatch):
+    from service.emulator import sessions
+
+    monkeypatch.setattr(sessions, "MAX_PROCESSES", 2)
+    async with host() as h:
+        first, second, third = [await h.game_server() for _ in range(3)]
+        for server in (first, second):
+            await server.connect()
+        with pytest.raises(InvalidStatus) as caught:
+            await third.connect()
+        assert refused(caught) == 503  # full of live processes: refuse the new one
+        assert [p["Connected"] for p in h.emulator.state()["processes"]] == [True, True]
+        await first.close()
+        await eventually(lambda: not h.process(first.process_id)["Connected"])
+        await third.connect()  # a closed one makes room
+        assert [p["ProcessId"] for p in h.emulator.state()["processes"]] == [
+            second.process_id,
+            third.process_id,
+        ]
+        assert (await second.request("HeartbeatServerProcess", HealthStatus=True))[
+            "StatusCode"
+        ] == 200
+        for server in (second, third):
+            await server.close()

@@ -120,8 +120,14 @@ class GameSession:
 V = TypeVar("V")
 
 
-def trim(items: OrderedDict[str, V], limit: int, droppable: Callable[[V], bool]) -> list[V]:
-    """Drop the oldest droppable items past `limit` (then the oldest of any kind); return them."""
+def trim(
+    items: OrderedDict[str, V],
+    limit: int,
+    droppable: Callable[[V], bool],
+    evict_any: bool = True,
+) -> list[V]:
+    """Drop the oldest droppable items past `limit` (then, with evict_any, the oldest of any
+    kind); return them."""
     dropped: list[V] = []
     if len(items) <= limit:
         return dropped
@@ -129,6 +135,6 @@ def trim(items: OrderedDict[str, V], limit: int, droppable: Callable[[V], bool])
         if len(items) <= limit:
             return dropped
         dropped.append(items.pop(key))
-    while len(items) > limit:
+    while evict_any and len(items) > limit:
         dropped.append(items.popitem(last=False)[1])
     return dropped

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -136,15 +137,19 @@ class SdkSockets:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            if text is None or len(text) > MAX_FRAME:
+            if text is None:
                 continue  # the SDKs send only text frames; anything else is not a request
-            try:
-                frame = json.loads(text)
-            except ValueError:
+            frame: Any = None
+            if len(text) <= MAX_FRAME:
+                with contextlib.suppress(ValueError):
+                    frame = json.loads(text)
+            if isinstance(frame, dict):
+                reply = self.reply(connection.process_id, frame)
+            elif (unreadable := _unreadable(text)) is not None:
+                reply = unreadable  # the SDK waits for this RequestId: tell it, do not time out
+            else:
                 continue
-            if not isinstance(frame, dict):
-                continue
-            reply = self.reply(connection.process_id, frame)
+
             if reply["Action"] == "ActivateServerProcess" and reply["StatusCode"] == 200:
                 connection.wake.set()  # a refresh already due goes out now
             try:
@@ -201,6 +206,28 @@ async def _deny(scope: dict[str, Any], send: Send, refused: ApiError) -> None:
     start = {"type": "websocket.http.response.start", "status": refused.status}
     await send({**start, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
+
+
+_FIELD = r'"{}"\s*:\s*("(?:[^"\\]|\\.){{1,256}}")'
+
+
+def _unreadable(text: str) -> dict[str, Any] | None:
+    """A 400 for a frame that is too big or not a JSON object, if its RequestId can be read
+    from its start; None if it cannot (nobody to answer)."""
+    head, found = text[:4096], {}
+    for name in ("Action", "RequestId"):
+        if match := re.search(_FIELD.format(name), head):
+            with contextlib.suppress(ValueError):
+                found[name] = json.loads(match.group(1))
+    if not found.get("RequestId"):
+        return None
+    why = f"frame over {MAX_FRAME} characters" if len(text) > MAX_FRAME else "not a JSON object"
+    return {
+        "Action": found.get("Action"),
+        "RequestId": found["RequestId"],
+        "StatusCode": 400,
+        "ErrorMessage": f"the emulator could not read this request: {why}",
+    }
 
 
 def _text(frame: dict[str, Any], name: str) -> str:

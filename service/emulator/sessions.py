@@ -78,6 +78,13 @@ class Sessions:
                 or token in existing.refresh_tokens
             )
         )
+        if existing is None and len(self.processes) >= MAX_PROCESSES:
+            # Room only by dropping a closed socket's process: never a connected one.
+            trim(self.processes, MAX_PROCESSES - 1, lambda p: not p.connected, evict_any=False)
+            if len(self.processes) >= MAX_PROCESSES:
+                raise ApiError(
+                    "ServiceUnavailable", f"{MAX_PROCESSES} processes are connected", 503
+                )
         if existing is None or not same_execution:
             process = Process(
                 process_id,
@@ -95,7 +102,6 @@ class Sessions:
                 process.generation = existing.generation
             self.processes[process_id] = process
             self.processes.move_to_end(process_id)
-            trim(self.processes, MAX_PROCESSES, lambda p: not p.connected)
         else:
             process = existing
             if token in process.refresh_tokens:
