@@ -38,7 +38,9 @@ class GameServer:
     """One game server process: InitSDK's connect, its requests, and the pushes it receives.
 
     Connects like the Go SDK 5.6.0 (sorted, URL-encoded parameters) or like the C++ SDK
-    (a trailing slash, nothing encoded). Never pings, never sends a close frame.
+    (a trailing slash, nothing encoded). Never pings, never sends a close frame. Like the C++
+    SDK 5.4.0 (`if (!m_processReady) return;`), the "cpp" style drops a RefreshConnection that
+    comes before its ProcessReady succeeded (into `dropped`, for the tests to see).
     """
 
     def __init__(
@@ -63,6 +65,8 @@ class GameServer:
         self.pushes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._readers: list[asyncio.Task[None]] = []
+        self.ready = False  # its ProcessReady succeeded
+        self.dropped: list[dict[str, Any]] = []
 
     def connect_url(self, url: str | None = None) -> str:
         parts = urlsplit(url or self.websocket_url)  # any query on the URL is dropped
@@ -101,9 +105,16 @@ class GameServer:
             frame = json.loads(text)
             waiter = self._waiting.pop(frame.get("RequestId") or "", None)
             if waiter is not None and not waiter.done():
+                # Here, not in process_ready: a push right behind the reply must see it.
+                if frame.get("Action") == "ActivateServerProcess":
+                    self.ready = self.ready or frame.get("StatusCode") == 200
                 waiter.set_result(frame)
-            elif frame.get("StatusCode") == 200:
-                self.pushes.put_nowait(frame)  # the SDK drops a push with no StatusCode
+            elif frame.get("StatusCode") != 200:
+                continue  # the SDK drops a push with no StatusCode
+            elif self.style == "cpp" and not self.ready and frame["Action"] == "RefreshConnection":
+                self.dropped.append(frame)
+            else:
+                self.pushes.put_nowait(frame)
 
     async def request(self, action: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
         """Send a request and wait for its reply, as the SDK does (6 s for ProcessReady)."""
@@ -112,6 +123,14 @@ class GameServer:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = waiter
         await self.socket.send(json.dumps({"Action": action, "RequestId": request_id, **fields}))
+        return await asyncio.wait_for(waiter, timeout)
+
+    async def send_raw(self, text: str, request_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Send any text as a frame and wait for the reply that carries `request_id`."""
+        assert self.socket is not None
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = waiter
+        await self.socket.send(text)
         return await asyncio.wait_for(waiter, timeout)
 
     async def process_ready(self, port: int = 7777, log_paths: list[str] | None = None) -> Any:

@@ -246,6 +246,33 @@ async def test_counted_fault_recovers_by_itself(emulator: Emulator, gamelift):
     assert emulator.calls == 3
 
 
+async def test_a_fault_for_another_action(emulator: Emulator, gamelift, http: httpx.AsyncClient):
+    config = {"fault": "internal", "count": 1, "action": "ListCompute"}
+    state = (await http.post("/_emulator/config", json=config)).json()
+    assert (state["fault"], state["fault_action"], state["fault_remaining"]) == (
+        "internal",
+        "ListCompute",
+        1,
+    )
+    async with gamelift() as client:
+        # Other actions are not faulted, nor counted down.
+        assert (await client.get_compute_auth_token(FleetId=FLEET, ComputeName=COMPUTE))[
+            "AuthToken"
+        ]
+        await client.describe_compute(FleetId=FLEET, ComputeName=COMPUTE)
+        with pytest.raises(client.exceptions.InternalServiceException):
+            await client.list_compute(FleetId=FLEET)
+        assert (await client.list_compute(FleetId=FLEET))["ComputeList"]
+    assert emulator.fault is None
+    # Without an action, a fault is GetComputeAuthToken's, as before.
+    state = (await http.post("/_emulator/config", json={"fault": "not_found"})).json()
+    assert state["fault_action"] == "GetComputeAuthToken"
+    for bad in ({"action": "Nope"}, {"fault": "expired", "action": "ListCompute"}):
+        response = await http.post("/_emulator/config", json=bad)
+        assert response.status_code == 400, bad
+    emulator.set_fault(None)
+
+
 async def test_calls_count_every_retry(emulator: Emulator, gamelift):
     emulator.set_fault("internal")
     async with gamelift(max_attempts=3) as client:
@@ -330,7 +357,7 @@ def signed(target: str = TARGET) -> dict[str, str]:
 )
 async def test_wire_errors(emulator: Emulator, http: httpx.AsyncClient, headers, body, code):
     response = await http.post("/", headers=headers, content=body)
-    assert response.status_code == 400
+    assert response.status_code == (403 if code == "MissingAuthentication" else 400)
     assert response.headers["content-type"] == AMZ_JSON
     assert response.headers["x-amzn-requestid"]
     assert response.json()["__type"].startswith(code)

@@ -3,6 +3,7 @@ by frame, with the control plane driven by real botocore, all under a real uvico
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -208,10 +209,23 @@ async def test_refused_upgrades_are_403():
             with pytest.raises(InvalidStatus) as caught:
                 await server.connect()
             assert refused(caught) == 403, what
-        with pytest.raises(InvalidStatus) as caught:
-            await good.connect(h.endpoint.replace("/sdk", "/elsewhere"))
-        assert refused(caught) == 403
         assert h.emulator.state()["processes"] == []
+
+
+async def test_the_sdk_path_or_the_bare_host_and_404_elsewhere():
+    async with host() as h:
+        bare = h.endpoint.removesuffix("/sdk")  # GAMELIFT_SDK_WEBSOCKET_URL=ws://host:port
+        for style, url in (("go", bare), ("cpp", bare), ("go", bare + "/"), ("go", bare + "/sdk/")):
+            server = await h.game_server(style=style)
+            await server.connect(url)
+            assert (await server.process_ready())["StatusCode"] == 200, (style, url)
+            await server.close()
+        for path in ("/elsewhere", "/sdk/more", "/sdkx"):
+            server = await h.game_server()
+            with pytest.raises(InvalidStatus) as caught:
+                await server.connect(bare + path)
+            assert refused(caught) == 404, path  # not 403: the SDKs report that as a bad token
+        assert len(h.emulator.state()["processes"]) == 4
 
 
 async def test_an_expired_token_is_refused():
@@ -285,6 +299,18 @@ async def test_frames_unknown_fields_bad_values_and_unknown_actions():
             assert reply["ErrorMessage"]
         assert server.socket is not None
         await server.socket.send("not json")  # ignored, and the socket stays up
+        # A broken or oversized frame whose RequestId can be read is answered, not left to
+        # the SDK's 20 s timeout.
+        broken = await server.send_raw(
+            '{"Action":"HeartbeatServerProcess","RequestId":"r-1",', "r-1"
+        )
+        assert (broken["Action"], broken["StatusCode"]) == ("HeartbeatServerProcess", 400)
+        assert broken["ErrorMessage"]
+        big = json.dumps(
+            {"RequestId": "r-2", "Action": "ActivateServerProcess", "x": "a" * (1 << 20)}
+        )
+        oversized = await server.send_raw(big, "r-2")
+        assert (oversized["Action"], oversized["StatusCode"]) == ("ActivateServerProcess", 400)
         assert (await server.request("HeartbeatServerProcess", HealthStatus=True))[
             "StatusCode"
         ] == 200
@@ -344,3 +370,196 @@ async def test_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture):
     assert any("Authorization=***" in line for line in lines)  # uvicorn's lines, redacted
     for token in h.emulator.issued_tokens:
         assert not [line for line in lines if token in line]
+
+
+async def test_refresh_waits_for_process_ready_then_repeats_the_same_token(clock: FakeClock):
+    # The C++ SDK drops a RefreshConnection before ProcessReady. The refresh is due while the
+    # process is still starting up: it must go out at ProcessReady, and again each
+    # refresh_repeat with the same token until a socket opens with it.
+    async with host(clock=clock, token_lifetime=3600.0, refresh_lead=300.0) as h:
+        server = await h.game_server(style="cpp")
+        await server.connect()
+        clock.advance(3400)  # the refresh is due; the process has not called ProcessReady
+        socket = h.emulator.sockets.live[server.process_id]
+        looked = socket.refresh_looks
+        await eventually(lambda: socket.refresh_looks >= looked + 2, what="the timer looked")
+        await server.process_ready()
+        first = await server.push("RefreshConnection", timeout=5)
+        assert server.dropped == []
+        assert first["AuthToken"] != server.auth_token
+        clock.advance(60)  # not acted on (a lost push): the same token again
+        again = await server.push("RefreshConnection", timeout=5)
+        assert again["AuthToken"] == first["AuthToken"]
+        # Too close to its own refresh point to hand out again: a new one, and both work.
+        clock.advance(3300)
+        rotated = await server.push("RefreshConnection", timeout=5)
+        assert rotated["AuthToken"] not in (first["AuthToken"], server.auth_token)
+        server.auth_token, server.idempotency_token = first["AuthToken"], "refreshed-1"
+        await server.connect(first["RefreshConnectionEndpoint"])
+        beat = await server.request("HeartbeatServerProcess", HealthStatus=True)
+        assert beat["StatusCode"] == 200
+        # That old token is itself due for a refresh: the newer one, still outstanding, comes.
+        assert (await server.push("RefreshConnection", timeout=5))["AuthToken"] == rotated[
+            "AuthToken"
+        ]
+        server.auth_token, server.idempotency_token = rotated["AuthToken"], "refreshed-2"
+        await server.connect(rotated["RefreshConnectionEndpoint"])
+        # The new socket's token is fresh: its own refresh is not due for a long while.
+        wait = h.emulator.sessions.refresh_wait(server.process_id)
+        assert wait is not None and wait > 1000
+        await server.close()
+
+
+async def test_a_process_id_reused_after_a_crash_is_a_new_execution():
+    async with host() as h:
+        crashed = await h.game_server()
+        await crashed.connect()
+        await crashed.process_ready(port=7001)
+        created = await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+        arn = created["GameSession"]["GameSessionId"]
+        await crashed.push("CreateGameSession")
+        assert (await crashed.request("ActivateGameSession", GameSessionId=arn))[
+            "StatusCode"
+        ] == 200
+        # A dropped socket and the SDK's reconnect (same IdempotencyToken): the same execution.
+        await crashed.close()
+        await eventually(lambda: not h.process(crashed.process_id)["Connected"])
+        await crashed.connect()
+        assert h.process(crashed.process_id)["Status"] == "ACTIVE"
+        await crashed.close()
+        await eventually(lambda: not h.process(crashed.process_id)["Connected"])
+
+        # It crashed; a new execution comes up under the same process id (another SDK, too).
+        again = await h.game_server(process_id=crashed.process_id, style="cpp")
+        await again.connect()
+        process = h.process(again.process_id)
+        assert (process["Status"], process["Port"], process["GameSessionId"]) == (
+            "INITIALIZING",
+            None,
+            None,
+        )
+        assert (process["SdkLanguage"], process["SdkVersion"], process["Connected"]) == (
+            "Cpp",
+            "5.4.0",
+            True,
+        )
+        described = await h.client.describe_game_sessions(GameSessionId=arn)
+        assert described["GameSessions"][0]["Status"] == "TERMINATED"
+        # It hosts nothing until its own ProcessReady; then it gets a game session of its own.
+        with pytest.raises(h.client.exceptions.FleetCapacityExceededException):
+            await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+        await again.process_ready(port=7002)
+        await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=2)
+        assert (await again.push("CreateGameSession"))["Port"] == 7002
+        await again.close()
+
+
+async def test_go_5_0_frames_with_their_optional_fields_left_out():
+    # Go's encoding/json drops omitempty fields that hold their zero value: an unhealthy
+    # heartbeat has no HealthStatus, ProcessReady without tool or log paths has no SdkToolName
+    # or SdkToolVersion, and LogPaths (no omitempty) is null.
+    async with host() as h:
+        server = await h.game_server()
+        await server.connect()
+        ready = await server.request(
+            "ActivateServerProcess", SdkVersion="5.0.0", SdkLanguage="Go", Port=7777, LogPaths=None
+        )
+        assert ready["StatusCode"] == 200
+        assert (
+            h.process(server.process_id)["Status"],
+            h.process(server.process_id)["LogPaths"],
+        ) == (
+            "ACTIVE",
+            [],
+        )
+        assert (await server.request("HeartbeatServerProcess", HealthStatus=True))[
+            "StatusCode"
+        ] == 200
+        assert h.process(server.process_id)["Healthy"] is True
+        unhealthy = await server.request("HeartbeatServerProcess")
+        assert unhealthy["StatusCode"] == 200
+        assert h.process(server.process_id)["Healthy"] is False
+        await server.close()
+
+
+async def test_describe_player_sessions_over_the_recorded_ones_with_paging():
+    async with host() as h:
+        server = await h.game_server()
+        await server.connect()
+        await server.process_ready(port=7777)
+        created = await h.client.create_game_session(FleetId=FLEET, MaximumPlayerSessionCount=8)
+        arn = created["GameSession"]["GameSessionId"]
+        await server.push("CreateGameSession")
+        await server.request("ActivateGameSession", GameSessionId=arn)
+        for player in ("psess-1", "psess-2", "psess-3"):
+            await server.request("AcceptPlayerSession", GameSessionId=arn, PlayerSessionId=player)
+
+        async def describe(**filters: Any) -> dict[str, Any]:
+            reply = await server.request("DescribePlayerSessions", **filters)
+            assert reply["Action"] == "DescribePlayerSessions"
+            return reply
+
+        first = await describe(GameSessionId=arn, Limit=2)
+        assert first["StatusCode"] == 200
+        assert [p["PlayerSessionId"] for p in first["PlayerSessions"]] == ["psess-1", "psess-2"]
+        one = first["PlayerSessions"][0]
+        assert (one["GameSessionId"], one["FleetId"], one["Status"]) == (arn, FLEET, "ACTIVE")
+        assert (one["IpAddress"], one["Port"], one["DnsName"]) == (
+            "10.0.0.5",
+            7777,
+            "host-1.example",
+        )
+        assert isinstance(one["CreationTime"], int)  # epoch milliseconds, Go's int64
+        rest = await describe(GameSessionId=arn, Limit=2, NextToken=first["NextToken"])
+        assert [p["PlayerSessionId"] for p in rest["PlayerSessions"]] == ["psess-3"]
+        assert "NextToken" not in rest
+        single = await describe(PlayerSessionId="psess-2", Limit=1, NextToken="7")
+        assert [p["PlayerSessionId"] for p in single["PlayerSessions"]] == ["psess-2"]
+        active = await describe(GameSessionId=arn, PlayerSessionStatusFilter="ACTIVE")
+        assert len(active["PlayerSessions"]) == 3
+        for filters in (
+            {"GameSessionId": arn, "PlayerSessionStatusFilter": "COMPLETED"},
+            {"PlayerId": "player-1"},  # never learnt: no CreatePlayerSession here
+            {"GameSessionId": "arn:aws:gamelift:us-west-2::gamesession/other"},
+        ):
+            found = await describe(**filters)
+            assert (found["StatusCode"], found["PlayerSessions"]) == (200, []), filters
+        for filters in (
+            {},
+            {"GameSessionId": "", "PlayerId": ""},  # C++ may send empty strings: none
+            {"GameSessionId": arn, "PlayerSessionStatusFilter": "GONE"},
+            {"GameSessionId": arn, "NextToken": "x"},
+            {"GameSessionId": arn, "Limit": "2"},
+        ):
+            bad = await describe(**filters)
+            assert bad["StatusCode"] == 400 and bad["ErrorMessage"], filters
+        await server.request("RemovePlayerSession", GameSessionId=arn, PlayerSessionId="psess-1")
+        left = await describe(GameSessionId=arn)
+        assert [p["PlayerSessionId"] for p in left["PlayerSessions"]] == ["psess-2", "psess-3"]
+        await server.close()
+
+
+async def test_the_process_bound_never_drops_a_connected_process(monkeypatch: pytest.MonkeyPatch):
+    from service.emulator import sessions
+
+    monkeypatch.setattr(sessions, "MAX_PROCESSES", 2)
+    async with host() as h:
+        first, second, third = [await h.game_server() for _ in range(3)]
+        for server in (first, second):
+            await server.connect()
+        with pytest.raises(InvalidStatus) as caught:
+            await third.connect()
+        assert refused(caught) == 503  # full of live processes: refuse the new one
+        assert [p["Connected"] for p in h.emulator.state()["processes"]] == [True, True]
+        await first.close()
+        await eventually(lambda: not h.process(first.process_id)["Connected"])
+        await third.connect()  # a closed one makes room
+        assert [p["ProcessId"] for p in h.emulator.state()["processes"]] == [
+            second.process_id,
+            third.process_id,
+        ]
+        assert (await second.request("HeartbeatServerProcess", HealthStatus=True))[
+            "StatusCode"
+        ] == 200
+        for server in (second, third):
+            await server.close()

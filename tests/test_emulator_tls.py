@@ -103,6 +103,7 @@ async def test_command_line_strict_tls_and_rate_limits(tmp_path: Path):
     args = ["--port", "0", "--strict", "--fleet", FLEET, "--location", "custom-home"]
     args += ["--rate-limits", "aws", "--rate-limit", "GetComputeAuthToken=2/1"]
     args += ["--token-lifetime", "1200", "--no-token-reuse", "--refresh-lead", "60"]
+    args += ["--refresh-repeat", "7", "--fault", "internal", "--fault-action", "ListCompute"]
     with child(*args, "--tls", "--tls-dir", str(tmp_path)) as emulator:
         cert = (await emulator.line(r"TLS certificate: (\S+)")).group(1)
         assert Path(cert) == tmp_path / "cert.pem"
@@ -115,11 +116,9 @@ async def test_command_line_strict_tls_and_rate_limits(tmp_path: Path):
     assert state["fleets"] == [{"FleetId": FLEET, "Locations": ["custom-home"]}]
     assert state["rate_limits"]["GetComputeAuthToken"] == {"burst": 2, "rate": 1}
     assert state["rate_limits"]["ListCompute"] == {"burst": 30, "rate": 30}
-    assert (state["token_lifetime"], state["token_reuse"], state["refresh_lead"]) == (
-        1200,
-        False,
-        60,
-    )
+    settings = ("token_lifetime", "token_reuse", "refresh_lead", "refresh_repeat")
+    assert [state[name] for name in settings] == [1200, False, 60, 7]
+    assert (state["fault"], state["fault_action"]) == ("internal", "ListCompute")
 
 
 async def test_tls_without_cryptography_is_one_clear_line():

@@ -94,6 +94,14 @@ def parser() -> argparse.ArgumentParser:
         "through a token shorter than twice this; default: %(default)s)",
     )
     p.add_argument(
+        "--refresh-repeat",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="push the same RefreshConnection again this often until the process reconnects "
+        "with its token (default: %(default)s)",
+    )
+    p.add_argument(
         "--rate-limits",
         choices=["off", "aws"],
         default="off",
@@ -115,7 +123,14 @@ def parser() -> argparse.ArgumentParser:
         help="delay before each control-plane answer (default: %(default)s)",
     )
     p.add_argument(
-        "--fault", choices=sorted(FAULTS), help="fault every GetComputeAuthToken (default: none)"
+        "--fault", choices=sorted(FAULTS), help="fault every --fault-action call (default: none)"
+    )
+    p.add_argument(
+        "--fault-action",
+        choices=sorted(ACTIONS),
+        default="GetComputeAuthToken",
+        metavar="ACTION",
+        help="the action --fault applies to, one of %(choices)s (default: %(default)s)",
     )
     p.add_argument(
         "--fault-count",
@@ -151,12 +166,13 @@ def main(argv: list[str] | None = None) -> None:
         location=args.location,
         token_reuse=args.token_reuse,
         refresh_lead=args.refresh_lead,
+        refresh_repeat=args.refresh_repeat,
         rate_limits=args.rate_limits,
     )
     try:
         for action, burst, rate in args.rate_limit:
             emulator.limits.set(action, burst, rate)
-        emulator.set_fault(args.fault, args.fault_count)
+        emulator.set_fault(args.fault, args.fault_count, args.fault_action)
     except ValueError as exc:
         sys.exit(f"{PROG}: {exc}")
     ssl: dict[str, Any] = {}

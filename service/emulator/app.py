@@ -12,7 +12,7 @@ from typing import Any
 
 from service.emulator import redact
 from service.emulator.control import AMZ_JSON, ControlPlane
-from service.emulator.faults import FAULTS, Faults
+from service.emulator.faults import DEFAULT_ACTION, FAULTS, Faults
 from service.emulator.ratelimit import RateLimits
 from service.emulator.sdk import SdkSockets, endpoint_of
 from service.emulator.sessions import Sessions
@@ -23,8 +23,10 @@ __all__ = ["AMZ_JSON", "FAULTS", "TARGET", "Emulator"]
 
 TARGET = "GameLift.GetComputeAuthToken"
 MAX_BODY = 1 << 20  # CreateGameSession's GameSessionData alone may be 256 KiB
-_NUMBERS = ("latency", "token_lifetime", "refresh_lead")
-_SETTINGS = frozenset({*_NUMBERS, "fault", "count", "reset_calls", "token_reuse", "rate_limits"})
+_NUMBERS = ("latency", "token_lifetime", "refresh_lead", "refresh_repeat")
+_SETTINGS = frozenset(
+    {*_NUMBERS, "fault", "count", "action", "reset_calls", "token_reuse", "rate_limits"}
+)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -46,6 +48,7 @@ class Emulator:
         location: str = "custom-local",
         token_reuse: bool = True,
         refresh_lead: float = 300.0,
+        refresh_repeat: float = 60.0,
         rate_limits: Any = None,
     ) -> None:
         self.clock = clock
@@ -57,6 +60,7 @@ class Emulator:
             token_lifetime=token_lifetime,
             token_reuse=token_reuse,
             refresh_lead=refresh_lead,
+            refresh_repeat=refresh_repeat,
         )
         self.registry = Registry(self.options, clock)
         self.sessions = Sessions(self.registry)
@@ -120,9 +124,11 @@ class Emulator:
     def fault(self) -> str | None:
         return self.faults.kind
 
-    def set_fault(self, kind: str | None, count: int | None = None) -> None:
-        """Fault every GetComputeAuthToken call (count None) or the next `count`; None clears."""
-        self.faults.set(kind, count)
+    def set_fault(
+        self, kind: str | None, count: int | None = None, action: str = DEFAULT_ACTION
+    ) -> None:
+        """Fault every call of `action` (count None) or the next `count`; kind None clears."""
+        self.faults.set(kind, count, action)
 
     def release_hangs(self) -> None:
         """Wake every hanging request; each then answers 500 InternalServiceException."""
@@ -149,11 +155,12 @@ class Emulator:
                 raise ValueError(f"{name} must be a boolean")
         if "rate_limits" in changes:
             RateLimits(self.limits.monotonic).apply(changes["rate_limits"], ACTIONS)  # a dry run
-        if "fault" in changes or "count" in changes:
-            self.set_fault(changes.get("fault", self.faults.kind), changes.get("count"))
+        if {"fault", "count", "action"} & set(changes):
+            kind = changes.get("fault", self.faults.kind)
+            self.set_fault(kind, changes.get("count"), changes.get("action", DEFAULT_ACTION))
         if "latency" in changes:
             self.latency = float(changes["latency"])
-        for name in ("token_lifetime", "refresh_lead"):
+        for name in ("token_lifetime", "refresh_lead", "refresh_repeat"):
             if name in changes:
                 setattr(self.options, name, float(changes[name]))
         if "token_reuse" in changes:
@@ -172,10 +179,12 @@ class Emulator:
             "calls": self.calls,
             "fault": self.faults.kind,
             "fault_remaining": self.faults.remaining,
+            "fault_action": self.faults.action,
             "latency": self.latency,
             "token_lifetime": self.token_lifetime,
             "token_reuse": self.options.token_reuse,
             "refresh_lead": self.options.refresh_lead,
+            "refresh_repeat": self.options.refresh_repeat,
             "strict": self.options.strict,
             "rate_limits": self.limits.describe(),
             "action_calls": self.action_calls,

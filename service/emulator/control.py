@@ -70,7 +70,10 @@ class ControlPlane:
     ) -> Answer:
         # Every AWS client signs, so a missing header means a client that is not one.
         if not headers.get(b"authorization"):
-            raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token")
+            # AWS answers this one with a 403.
+            raise ApiError(
+                "MissingAuthenticationTokenException", "Missing Authentication Token", 403
+            )
         target = headers.get(b"x-amz-target", b"").decode("latin-1")
         action = target.removeprefix(TARGET_PREFIX)
         if not target.startswith(TARGET_PREFIX) or action not in shapes.ACTIONS:
@@ -82,7 +85,7 @@ class ControlPlane:
         request = shapes.check_shape(action, parsed)
         self._count(action, request)
         self.limits.check(action)
-        fault = self.faults.take() if action == "GetComputeAuthToken" else None
+        fault = self.faults.take(action)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None and fault != "expired":

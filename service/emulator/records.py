@@ -49,6 +49,7 @@ class IssuedToken:
     value: str  # a secret: never in a log line, an exception message or state()
     key: Key
     expires: float  # wall clock, epoch seconds
+    issued: float  # wall clock, epoch seconds
 
 
 @dataclass
@@ -69,8 +70,10 @@ class Process:
     healthy: bool | None = None
     last_heartbeat: float | None = None  # wall clock
     game_session_arn: str | None = None
-    # The token a RefreshConnection push handed out: its bearer may replace the live socket.
-    refresh_token: str | None = None
+    # The tokens RefreshConnection pushes handed out and no socket has opened with yet (newest
+    # last): a bearer of any of them may replace the live socket.
+    refresh_tokens: list[str] = field(default_factory=list)
+    refresh_pushed: float | None = None  # wall clock of the last RefreshConnection push
 
     def public(self) -> dict[str, Any]:
         return {
@@ -110,14 +113,21 @@ class GameSession:
     status_reason: str | None = None
     terminated: float | None = None
     policy: str = "ACCEPT_ALL"
-    player_sessions: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # The player sessions it accepted and has not removed, and when each was accepted (wall).
+    player_sessions: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
 
 V = TypeVar("V")
 
 
-def trim(items: OrderedDict[str, V], limit: int, droppable: Callable[[V], bool]) -> list[V]:
-    """Drop the oldest droppable items past `limit` (then the oldest of any kind); return them."""
+def trim(
+    items: OrderedDict[str, V],
+    limit: int,
+    droppable: Callable[[V], bool],
+    evict_any: bool = True,
+) -> list[V]:
+    """Drop the oldest droppable items past `limit` (then, with evict_any, the oldest of any
+    kind); return them."""
     dropped: list[V] = []
     if len(items) <= limit:
         return dropped
@@ -125,6 +135,6 @@ def trim(items: OrderedDict[str, V], limit: int, droppable: Callable[[V], bool])
         if len(items) <= limit:
             return dropped
         dropped.append(items.pop(key))
-    while len(items) > limit:
+    while evict_any and len(items) > limit:
         dropped.append(items.popitem(last=False)[1])
     return dropped

@@ -23,6 +23,8 @@ from service.emulator.records import (
 )
 from service.emulator.state import Registry
 
+PLAYER_SESSION_STATUSES = ("RESERVED", "ACTIVE", "COMPLETED", "TIMEDOUT")
+
 Push = Callable[[str, str, dict[str, Any]], bool]  # (process id, action, fields) -> sent
 
 
@@ -57,13 +59,33 @@ class Sessions:
         compute = self.registry.compute(fleet_id, compute_name)
         existing = self.processes.get(process_id)
         if existing is not None and existing.connected:
-            refreshed = existing.refresh_token is not None and token == existing.refresh_token
+            refreshed = token in existing.refresh_tokens
             same_socket = idempotency_token == existing.idempotency_token
             if (existing.fleet_id, existing.compute_name) != (fleet_id, compute_name) or not (
                 refreshed or same_socket
             ):
                 raise ApiError("Forbidden", f"process {process_id} is already connected", 403)
-        if existing is None or existing.status == "TERMINATED":
+        # The same execution reconnects with its IdempotencyToken (after any close) or with a
+        # token a RefreshConnection gave it. Anything else on a closed socket's process id is
+        # a new execution (the old one crashed): it starts afresh, as the Agent's would.
+        same_execution = (
+            existing is not None
+            and existing.status != "TERMINATED"
+            and (existing.fleet_id, existing.compute_name) == (fleet_id, compute_name)
+            and (
+                existing.connected
+                or idempotency_token == existing.idempotency_token
+                or token in existing.refresh_tokens
+            )
+        )
+        if existing is None and len(self.processes) >= MAX_PROCESSES:
+            # Room only by dropping a closed socket's process: never a connected one.
+            trim(self.processes, MAX_PROCESSES - 1, lambda p: not p.connected, evict_any=False)
+            if len(self.processes) >= MAX_PROCESSES:
+                raise ApiError(
+                    "ServiceUnavailable", f"{MAX_PROCESSES} processes are connected", 503
+                )
+        if existing is None or not same_execution:
             process = Process(
                 process_id,
                 fleet_id,
@@ -74,13 +96,23 @@ class Sessions:
                 sdk_language,
                 sdk_version,
             )
+            if existing is not None:
+                self._end_game_session(existing)
+                # A close of the dead execution's socket that comes late must change nothing.
+                process.generation = existing.generation
             self.processes[process_id] = process
             self.processes.move_to_end(process_id)
-            trim(self.processes, MAX_PROCESSES, lambda p: not p.connected)
         else:
             process = existing
+            if token in process.refresh_tokens:
+                # Used, with those before it; a newer one may still be on its way to the SDK.
+                used = process.refresh_tokens.index(token)
+                process.refresh_tokens = process.refresh_tokens[used + 1 :]
+            # A reconnect with any other token did not act on a push (or never got it): the
+            # next one goes out as soon as it is due, not a repeat interval later.
+            process.refresh_pushed = None
             process.idempotency_token, process.auth_token = idempotency_token, token
-            process.connected, process.refresh_token = True, None
+            process.connected = True
         process.generation += 1
         return process
 
@@ -90,16 +122,40 @@ class Sessions:
         if process is not None and process.generation == generation:
             process.connected = False
 
+    def refresh_wait(self, process_id: str) -> float | None:
+        """Seconds until the process's next RefreshConnection push is due (0 or less: now); None
+        while it is not ACTIVE (C++ drops a push before ProcessReady) or is gone."""
+        process = self.processes.get(process_id)
+        if process is None or not process.connected or process.status != "ACTIVE":
+            return None
+        now = self.registry.clock()
+        if process.refresh_pushed is not None:
+            # A floor, so a repeat of 0 cannot turn the timer into a busy loop.
+            return process.refresh_pushed + max(self.registry.options.refresh_repeat, 0.1) - now
+        issued = self.registry.tokens.get(process.auth_token)
+        if issued is None:
+            return None  # revoked with its compute: the refresh below would find none either
+        return self.registry.refresh_due(issued) - now
+
     def refresh(self, process_id: str) -> str | None:
-        """Mint the token for a RefreshConnection push; None if the process is gone."""
+        """The token for a RefreshConnection push now: the one pushed before while it has time
+        left (a repeat must not strand a socket that is opening with it), else a new one.
+        None if the process or its compute is gone."""
         process = self.processes.get(process_id)
         if process is None or not process.connected or process.status == "TERMINATED":
             return None
         key = (process.fleet_id, process.compute_name)
         if f"{key[0]}/{key[1]}" not in self.registry.computes:
             return None
-        process.refresh_token = self.registry.mint(key).value
-        return process.refresh_token
+        now, tokens = self.registry.clock(), self.registry.tokens
+        outstanding = [t for t in process.refresh_tokens if t in tokens and tokens[t].expires > now]
+        latest = tokens[outstanding[-1]] if outstanding else None
+        if latest is None or self.registry.refresh_due(latest) <= now:
+            latest = self.registry.mint(key)
+            outstanding.append(latest.value)
+        process.refresh_tokens = outstanding
+        process.refresh_pushed = now
+        return latest.value
 
     # -- the frames a game server sends -------------------------------------------------------
 
@@ -127,6 +183,9 @@ class Sessions:
     def terminate(self, process_id: str) -> None:
         process = self.process(process_id)
         process.status = "TERMINATED"
+        self._end_game_session(process)
+
+    def _end_game_session(self, process: Process) -> None:
         session = self.game_sessions.get(process.game_session_arn or "")
         if session is not None and session.status in ("ACTIVATING", "ACTIVE"):
             session.status, session.terminated = "TERMINATED", self.registry.clock()
@@ -136,10 +195,38 @@ class Sessions:
         if add:
             if session.policy == "DENY_ALL" and player_session_id not in session.player_sessions:
                 raise invalid(f"game session {arn} accepts no new player sessions")
-            session.player_sessions[player_session_id] = None
+            session.player_sessions.setdefault(player_session_id, self.registry.clock())
             trim(session.player_sessions, MAX_PLAYER_SESSIONS, lambda v: True)
-        elif session.player_sessions.pop(player_session_id, False) is False:
+        elif session.player_sessions.pop(player_session_id, None) is None:
             raise not_found(f"player session {player_session_id} is not in {arn}")
+
+    def describe_player_sessions(
+        self,
+        process_id: str,
+        arn: str | None,
+        player_session_id: str | None,
+        player_id: str | None,
+        status: str | None,
+    ) -> list[tuple[GameSession, str]]:
+        """(game session, player session id) for each recorded player session in the process's
+        fleet that matches. They are the ones it accepted and has not removed, so all ACTIVE;
+        the emulator never learns a player id (no CreatePlayerSession), so PlayerId matches none.
+        """
+        if arn is None and player_session_id is None and player_id is None:
+            raise invalid("One of GameSessionId, PlayerSessionId or PlayerId is required")
+        if status is not None and status not in PLAYER_SESSION_STATUSES:
+            raise invalid(f"PlayerSessionStatusFilter must be one of {PLAYER_SESSION_STATUSES}")
+        fleet_id = self.process(process_id).fleet_id
+        if player_id is not None or status not in (None, "ACTIVE"):
+            return []
+        sessions = [self.game_sessions.get(arn)] if arn is not None else self.game_sessions.values()
+        return [
+            (session, player)
+            for session in sessions
+            if session is not None and session.fleet_id == fleet_id
+            for player in session.player_sessions
+            if player_session_id is None or player == player_session_id
+        ]
 
     def set_policy(self, process_id: str, arn: str, policy: str) -> None:
         if policy not in ("ACCEPT_ALL", "DENY_ALL"):

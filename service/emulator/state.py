@@ -35,6 +35,9 @@ class Options:
     token_lifetime: float = 3600.0
     token_reuse: bool = True  # hand back the same token until under REUSE_WINDOW remains
     refresh_lead: float = 300.0  # RefreshConnection goes out this long before a token expires
+    # ... and again this often with the same token until a socket opens with it: a push can be
+    # lost (C++ drops one that comes before ProcessReady, a socket can die with it queued).
+    refresh_repeat: float = 60.0
 
 
 class Registry:
@@ -54,11 +57,14 @@ class Registry:
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:gamelift:{self.options.region}:{ACCOUNT}:{kind}/{name}"
 
-    def fleet(self, fleet_id: str) -> Fleet:
+    def fleet(self, fleet_id: str, unknown: Callable[[str], ApiError] = not_found) -> Fleet:
+        """The fleet, made on first use in lenient mode; else `unknown`'s error: an action
+        whose botocore model has no NotFoundException (RegisterCompute, ListCompute) passes
+        `invalid`, so a client never meets an error its model does not know."""
         if found := self.fleets.get(fleet_id):
             return found
         if self.options.strict:
-            raise not_found(f"Fleet {fleet_id} not found")
+            raise unknown(f"Fleet {fleet_id} not found")
         fleet = self.fleets[fleet_id] = Fleet(fleet_id, {self.options.location}, implicit=True)
         trim(self.fleets, MAX_FLEETS, lambda f: f.implicit)
         return fleet
@@ -83,7 +89,7 @@ class Registry:
         location: str | None,
         certificate_path: str | None,
     ) -> Compute:
-        fleet = self.fleet(fleet_id)
+        fleet = self.fleet(fleet_id, invalid)
         if self.options.strict:
             if ip_address is None:
                 raise invalid("IpAddress is required to register a compute in an Anywhere fleet")
@@ -123,7 +129,7 @@ class Registry:
         return compute
 
     def list(self, fleet_id: str, location: str | None, status: str | None) -> list[Compute]:
-        self.fleet(fleet_id)
+        self.fleet(fleet_id, invalid)
         return [
             c
             for c in self.computes.values()
@@ -147,7 +153,7 @@ class Registry:
     def mint(self, key: Key, expires: float | None = None) -> IssuedToken:
         if expires is None:
             expires = self.clock() + self.options.token_lifetime
-        issued = IssuedToken(str(uuid.uuid4()), key, expires)
+        issued = IssuedToken(str(uuid.uuid4()), key, expires, self.clock())
         self.tokens[issued.value] = issued
         self.issued.append(issued.value)
         self._current[key] = issued.value
@@ -166,6 +172,11 @@ class Registry:
         if self.options.strict and f"{fleet_id}/{name}" not in self.computes:
             raise ApiError("Forbidden", f"compute {name} is not registered", 403)
         return issued
+
+    def refresh_due(self, issued: IssuedToken) -> float:
+        """When a socket opened with this token should get its RefreshConnection: refresh_lead
+        before expiry, or halfway through a token that lives less than twice that."""
+        return issued.expires - min(self.options.refresh_lead, (issued.expires - issued.issued) / 2)
 
     def _home(self, fleet: Fleet) -> str:
         """Where a compute goes when its registration names no location (lenient mode)."""
