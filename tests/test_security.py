@@ -243,6 +243,29 @@ async def test_hit_path_memos_stay_bounded(start_broker, emulator: Emulator) -> 
     assert emulator.calls == 1
 
 
+async def test_a_full_memo_keeps_what_it_holds(start_broker, emulator: Emulator) -> None:
+    # At its bound, remembering a path or verdict it already holds must not empty it: that
+    # sent every hit through the checked path, and each of those emptied the other memo.
+    async with start_broker(cache_max_entries=256) as broker:
+        connection = await RawConnection.open(broker.url)
+        try:
+            for i in range(256):
+                for _ in range(2):  # a miss, then a hit: remembered
+                    assert (await connection.get(f"/fleets/fleet-1/computes/c{i}/token"))[0] == 200
+        finally:
+            await connection.close()
+        front = broker.server.config.app
+        assert len(front._served) == len(front._passed) == 256
+        scope = {
+            "raw_path": b"/fleets/fleet-1/computes/c7/token",
+            "query_string": b"",
+            "headers": [(b"host", b"localhost")],
+        }
+        front._remember_hit(scope, ("fleet-1", "c7"), False, None)
+        assert len(front._served) == len(front._passed) == 256
+    assert emulator.calls == 256
+
+
 def test_empty_or_unreadable_secret_file_stops_start_up(tmp_path: Path) -> None:
     from service.web.guard import RequestGuard
     from tests.conftest import make_settings

@@ -197,8 +197,10 @@ class Front:
         raw_path = scope.get("raw_path")
         if raw_path is None or scope["query_string"]:
             return
-        # Emptied when full, so a flood of distinct paths or header sets cannot grow them.
-        if len(self._served) >= self._max_paths:
+        # Emptied when a new one would not fit, so a flood of distinct paths or header sets
+        # cannot grow them; one already held is only refreshed (emptying then would make every
+        # path take the checked way again, and each of those would empty the verdicts in turn).
+        if raw_path not in self._served and len(self._served) >= self._max_paths:
             self._served.clear()
         self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
         headers = tuple(scope["headers"])
@@ -211,9 +213,10 @@ class Front:
                 self._header_sets.clear()
                 self._passed.clear()
             shared = self._header_sets[headers] = headers
-        if len(self._passed) >= self._max_paths:
+        verdict = (key, shared)
+        if verdict not in self._passed and len(self._passed) >= self._max_paths:
             self._passed.clear()
-        self._passed[(key, shared)] = (text, epoch)
+        self._passed[verdict] = (text, epoch)
 
 
 def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:
