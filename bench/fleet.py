@@ -445,7 +445,7 @@ def main() -> int:
     args = parse_args()
     started = time.monotonic()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sizes = [8, 40] if args.smoke else [int(n) for n in args.hosts.split(",")]
+    sizes = [8, 40] if args.smoke else [int(n) for n in args.hosts.split(",") if n]
     real_hosts = 4 if args.smoke else args.real_hosts
     lifetime = 600.0 if args.smoke else args.lifetime
     judged = not args.smoke
