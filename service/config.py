@@ -81,7 +81,7 @@ class Settings(BaseSettings):
 
     refresh_ahead_seconds: float = Field(300.0, gt=0)
     min_validity_seconds: float = Field(30.0, ge=0)
-    refresh_spread: float = Field(0.5, ge=0, le=1)
+    refresh_spread: float = Field(0.8, ge=0, le=1)
     cache_max_entries: int = Field(10_000, ge=1)
     failure_backoff_max_seconds: float = Field(5.0, gt=0, le=300)
     upstream_rate: float = Field(5.0, gt=0)
@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     upstream_deadline_seconds: float = Field(10.0, gt=0, le=300)
     upstream_connect_timeout_seconds: float = Field(2.0, gt=0)
     upstream_read_timeout_seconds: float = Field(5.0, gt=0)
-    upstream_max_attempts: int = Field(3, ge=1, le=10)
+    # One attempt per fetch: the cache owns retrying (per-key and host-wide back-off, the
+    # prefetcher). botocore's retries inside a fetch tripled the calls a fleet restart sends a
+    # throttled account (bench/fleet.py: 34 attempts on the busiest of 1,000 hosts, 13 with 1).
+    upstream_max_attempts: int = Field(1, ge=1, le=10)
 
     require_request_header: bool = True
     allowed_hosts: CommaList = []

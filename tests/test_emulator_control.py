@@ -318,6 +318,12 @@ async def test_aws_rate_limits_throttle_past_the_burst(clock: FakeClock):
         with pytest.raises(ClientError, match="ThrottlingException"):
             await client.get_compute_auth_token(FleetId=FLEET, ComputeName="c-1")
         assert emulator.calls == 13  # throttled calls arrived, so they count
+        state = emulator.state()
+        assert (state["throttled"], state["action_throttled"]) == (
+            2,
+            {"GetComputeAuthToken": 2, "DescribeCompute": 1},
+        )
+        assert state["calls_by_compute"] == {f"{FLEET}/c-1": 13}
         assert emulator.state()["rate_limits"]["RegisterCompute"] == {"burst": 20, "rate": 20}
 
 

@@ -255,6 +255,9 @@ async def test_a_full_memo_keeps_what_it_holds(start_broker, emulator: Emulator)
         finally:
             await connection.close()
         front = broker.server.config.app
+        if not front._serve_tokens:  # FastAPI answers every request: nothing is remembered
+            assert not front._served and not front._passed
+            return
         assert len(front._served) == len(front._passed) == 256
         scope = {
             "raw_path": b"/fleets/fleet-1/computes/c7/token",

@@ -44,6 +44,8 @@ async def test_sigterm_with_a_hanging_upstream_answers_no_500() -> None:
         "0",
         TOKEN_BROKER_SHUTDOWN_GRACE_SECONDS="3",
         TOKEN_BROKER_UPSTREAM_DEADLINE_SECONDS="60",
+        # Hanging means no answer before the grace ends: no read timeout either.
+        TOKEN_BROKER_UPSTREAM_READ_TIMEOUT_SECONDS="60",
     ) as process:
         url = process.url()
         emulator = process.wait_for_line(r'"endpoint": "(http://127\.0\.0\.1:\d+)"').group(1)

@@ -44,7 +44,7 @@ def test_emulator_start_up_says_everything_once() -> None:
         "upstream_rate": 5.0,
         "upstream_burst": 10,
         "budget_wait": 2.0,
-        "refresh_spread": 0.5,
+        "refresh_spread": 0.8,
     }
     said = messages(lines)
     # The embedded emulator runs its own uvicorn; its life-cycle lines once doubled ours.

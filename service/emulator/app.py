@@ -7,6 +7,7 @@ import json
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,6 +86,11 @@ class Emulator:
     @property
     def action_calls(self) -> dict[str, int]:
         return dict(self.control.action_calls)
+
+    @property
+    def throttled(self) -> int:
+        """GetComputeAuthToken calls the rate limits refused (they count in `calls` too)."""
+        return self.control.action_throttled["GetComputeAuthToken"]
 
     @property
     def call_log(self) -> list[tuple[str, str]]:
@@ -171,6 +177,7 @@ class Emulator:
             self.control.calls = 0
             self.control.call_log.clear()
             self.control.action_calls.clear()
+            self.control.action_throttled.clear()
 
     def state(self) -> dict[str, Any]:
         """Settings, counters and the whole world, as JSON for tests and for a person."""
@@ -188,6 +195,10 @@ class Emulator:
             "strict": self.options.strict,
             "rate_limits": self.limits.describe(),
             "action_calls": self.action_calls,
+            "throttled": self.throttled,
+            "action_throttled": dict(self.control.action_throttled),
+            # GetComputeAuthToken calls per "fleet/compute", over the call log (the last 10,000).
+            "calls_by_compute": dict(Counter(f"{f}/{c}" for f, c in self.control.call_log)),
             "fleets": [
                 {"FleetId": f.fleet_id, "Locations": sorted(f.locations)}
                 for f in registry.fleets.values()

@@ -47,6 +47,8 @@ class ControlPlane:
         self.calls = 0  # GetComputeAuthToken calls: what the broker's tests count
         self.call_log: deque[tuple[str, str]] = deque(maxlen=MAX_CALL_LOG)
         self.action_calls: Counter[str] = Counter()  # every action, GetComputeAuthToken too
+        # Calls the rate limits answered ThrottlingException, by action (counted in calls too).
+        self.action_throttled: Counter[str] = Counter()
         self._call_seen: asyncio.Event | None = None
 
     async def wait_for_calls(self, n: int) -> None:
@@ -84,7 +86,11 @@ class ControlPlane:
             parsed = None
         request = shapes.check_shape(action, parsed)
         self._count(action, request)
-        self.limits.check(action)
+        try:
+            self.limits.check(action)
+        except ApiError:
+            self.action_throttled[action] += 1
+            raise
         fault = self.faults.take(action)
         if self.latency:
             await asyncio.sleep(self.latency)

@@ -60,7 +60,7 @@ class CachePolicy:
     # Where in its refresh window an entry's refresh point falls: drawn at random in the first
     # `refresh_spread` of the window (0: at its start), so brokers that started together do
     # not refresh together for ever. The rest of the window is left for retries.
-    refresh_spread: float = 0.5
+    refresh_spread: float = 0.8
 
     @property
     def recent_keys(self) -> int:
