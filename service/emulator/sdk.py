@@ -202,7 +202,9 @@ async def _deny(scope: dict[str, Any], send: Send, refused: ApiError) -> None:
         await send({"type": "websocket.close", "code": 1008})
         return
     body = refused.message.encode()
-    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    # No Content-Length of ours: uvicorn's websockets implementations add their own, and two
+    # make the client refuse the answer.
+    headers = [(b"content-type", b"text/plain")]
     start = {"type": "websocket.http.response.start", "status": refused.status}
     await send({**start, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
