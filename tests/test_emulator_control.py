@@ -226,7 +226,7 @@ async def test_list_compute_pages_and_filters():
         only = await client.list_compute(FleetId=FLEET, Location="custom-other")
         assert [c["ComputeName"] for c in only["ComputeList"]] == ["c-1", "c-3"]
         listing = client.meta.service_model.operation_model("ListCompute")
-        if "ComputeStatus" in listing.input_shape.members:  # the floor's botocore 1.34 cannot send it
+        if "ComputeStatus" in listing.input_shape.members:  # the floor's botocore 1.34 lacks it
             active = await client.list_compute(FleetId=FLEET, ComputeStatus="IMPAIRED")
             assert active["ComputeList"] == []
         with pytest.raises(client.exceptions.InvalidRequestException):
