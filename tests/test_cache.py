@@ -401,11 +401,13 @@ class SameToken(FakeSource):
         return dataclasses.replace(token, auth_token="same")
 
 
-async def lookups(cache: TokenCache, n: int) -> set[tuple[str, Outcome]]:
+async def lookups(
+    cache: TokenCache, n: int, key: tuple[str, str] = KEY
+) -> set[tuple[str, Outcome]]:
     """n requests, each given the time to start whatever fetch it would start."""
     seen = set()
     for _ in range(n):
-        entry, outcome = await cache.lookup(*KEY)
+        entry, outcome = await cache.lookup(*key)
         seen.add((entry.token.auth_token, outcome))
         await settle(cache)
     return seen
@@ -649,13 +651,8 @@ async def test_refreshes_yield_to_keys_with_no_token(source: FakeSource, clock: 
     assert outcome is Outcome.STALE and cache.inflight == 0 and source.calls == 2
     assert entry.retry_at == pytest.approx(clock.mono + 1.0)  # when one is spare again
     clock.advance(1.0)
-    await lookups_of(cache, ("fleet-1", "held"))
+    await lookups(cache, 1, ("fleet-1", "held"))
     assert source.calls == 3 and cache.entry(("fleet-1", "held")).token.auth_token == "token-3"  # type: ignore[union-attr]
-
-
-async def lookups_of(cache: TokenCache, key: tuple[str, str]) -> None:
-    await cache.lookup(*key)
-    await settle(cache)
 
 
 async def test_refresh_points_spread_over_the_window(source: FakeSource, clock: FakeClock) -> None:

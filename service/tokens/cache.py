@@ -135,9 +135,7 @@ class TokenCache:
                 # A token that still works waits its turn behind keys that have none.
                 wait = self._budget.next_spare()
                 held.retry_at = self._now() + wait
-                error = errors.BudgetExhausted("the host's GameLift call budget is spent")
-                error.retry_after = max(1, math.ceil(wait))
-                raise error
+                raise _budget_spent(wait)
             task = self._start_fetch(key, budgeted=held is not None)
         return await asyncio.shield(task)
 
@@ -217,9 +215,7 @@ class TokenCache:
         if not budgeted:
             booked = self._budget.reserve(self._policy.budget_wait)
             if booked is None:
-                error = errors.BudgetExhausted("the host's GameLift call budget is spent")
-                error.retry_after = max(1, math.ceil(self._budget.next_spare()))
-                raise error
+                raise _budget_spent(self._budget.next_spare())
             wait = booked
         fetch = self._fetch(key, wait)
         task = asyncio.get_running_loop().create_task(fetch, name=f"fetch {key}")
@@ -379,3 +375,10 @@ class TokenCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _budget_spent(wait: float) -> errors.BrokerError:
+    """The budget's refusal, with how long until a call is spare as its Retry-After."""
+    error = errors.BudgetExhausted("the host's GameLift call budget is spent")
+    error.retry_after = max(1, math.ceil(wait))
+    return error
