@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import resource
 from pathlib import Path
@@ -41,6 +42,9 @@ def _split_commas(value: object) -> object:
 
 
 PREFIX = "TOKEN_BROKER_"
+# The package whose Swagger UI files TOKEN_BROKER_DOCS serves (the `docs` extra), and the extra.
+DOCS_ASSETS_PACKAGE = "fastapi_offline"
+DOCS_EXTRA = "gamelift-token-broker[docs]"
 
 
 class PrefixedEnvSource(EnvSettingsSource):
@@ -117,6 +121,8 @@ class Settings(BaseSettings):
     ops_port: int | None = Field(None, ge=0, le=65535)
     ops_host: str = "127.0.0.1"
     access_log: bool = False
+    # Swagger UI at /docs, from installed files under a strict CSP; off, only /openapi.json.
+    docs: bool = False
     log_level: str = "info"
 
     prefetch: CommaList = []
@@ -181,6 +187,13 @@ class Settings(BaseSettings):
                 "TOKEN_BROKER_REFRESH_AHEAD_SECONDS"
             )
         return self
+
+    @field_validator("docs")
+    @classmethod
+    def _docs_extra_installed(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec(DOCS_ASSETS_PACKAGE) is None:
+            raise ValueError(f"needs the docs extra: pip install '{DOCS_EXTRA}'")
+        return value
 
     @field_validator("max_connections")
     @classmethod

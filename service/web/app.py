@@ -21,6 +21,7 @@ from service.tokens.clock import SYSTEM_CLOCKS, Clocks
 from service.tokens.prefetch import Prefetcher
 from service.tokens.token import TokenSource
 from service.web.answers import install_error_handlers
+from service.web.docs import install_docs
 from service.web.guard import RequestGuard
 from service.web.openapi import document
 from service.web.render import render_token
@@ -97,9 +98,9 @@ def create_app(
         version=__version__,
         summary="Amazon GameLift compute auth tokens for local game servers, cached.",
         lifespan=lifespan,
-        # No interactive docs: FastAPI's pages load unpinned scripts from a CDN into the
+        # Not FastAPI's interactive docs: its pages load unpinned scripts from a CDN into the
         # broker's origin, where they could send the guard header and read tokens. The
-        # document itself stays at /openapi.json.
+        # document stays at /openapi.json; TOKEN_BROKER_DOCS serves web/docs.py's page.
         docs_url=None,
         redoc_url=None,
     )
@@ -111,6 +112,8 @@ def create_app(
     # A redirect for a trailing slash would echo the caller's Host header into Location.
     app.router.redirect_slashes = False
     app.include_router(router)
+    if settings.docs:
+        install_docs(app)
     install_error_handlers(app)
     document(app)
     return app

@@ -128,8 +128,7 @@ class RequestGuard:
             elif name in PROXY_HEADERS:
                 # A proxy in front means the caller is not a local process; tokens stay local.
                 raise errors.Forbidden("proxied requests are refused", code="ProxiedRequest")
-        if _host_name(host) not in self._hosts:
-            raise errors.Forbidden("Host is not a local name", code="HostNotAllowed")
+        self._check_host_name(host)
         # Like Metadata-Flavor or X-Vault-Request: a browser or an SSRF-able service can't add it.
         if self._require_header and (guard is None or guard.lower() != b"true"):
             raise errors.Forbidden(
@@ -141,6 +140,22 @@ class RequestGuard:
             raise errors.Forbidden(
                 "fleet is not in TOKEN_BROKER_ALLOWED_FLEETS", code="FleetNotAllowed"
             )
+
+    def check_page(
+        self, client: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """For a page a browser opens (the docs): the peer and the Host, so DNS rebinding and
+        remote peers are refused; not the guard header or the secret, which a browser cannot
+        send to a page it is told to open."""
+        self.check_peer(client)
+        hosts = [value for name, value in headers if name == b"host"]
+        if len(hosts) > 1:
+            raise errors.Forbidden("more than one Host header", code="HostNotAllowed")
+        self._check_host_name(hosts[0] if hosts else b"")
+
+    def _check_host_name(self, host: bytes) -> None:
+        if _host_name(host) not in self._hosts:
+            raise errors.Forbidden("Host is not a local name", code="HostNotAllowed")
 
     def _secret_matches(self, authorization: bytes | None) -> bool:
         assert self._secret is not None
