@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     min_validity_seconds: float = Field(30.0, ge=0)
     refresh_spread: float = Field(0.8, ge=0, le=1)
     cache_max_entries: int = Field(10_000, ge=1)
+    # The cache's memory in bytes, estimated from each entry's lengths; the record of recent
+    # keys and the hit path's memos get a quarter of it each. With the longest names the API
+    # allows, 40 MiB holds about 4,000 entries, and the worst case stays within a 192 MiB pod
+    # limit (docs/reference.md, Bounded memory); 10,000 ordinary keys take a third of it.
+    cache_max_bytes: int = Field(40 * 1024 * 1024, ge=1024 * 1024)
     failure_backoff_max_seconds: float = Field(5.0, gt=0, le=300)
     upstream_rate: float = Field(5.0, gt=0)
     upstream_burst: int = Field(10, ge=1)

@@ -39,6 +39,7 @@ def cache_policy(settings: Settings) -> CachePolicy:
         refresh_ahead=settings.refresh_ahead_seconds,
         min_validity=settings.min_validity_seconds,
         max_entries=settings.cache_max_entries,
+        max_bytes=settings.cache_max_bytes,
         max_inflight=settings.max_inflight,
         deadline=settings.upstream_deadline_seconds,
         failure_backoff_max=settings.failure_backoff_max_seconds,

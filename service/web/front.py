@@ -40,6 +40,12 @@ MAX_KNOWN_HEADER_SET_BYTES = 2048
 # ten thousand keys each is hit every second or so; tokens live an hour, and eviction only has
 # to tell the keys in use from the ones forgotten.
 TOUCH_SECONDS = 30.0
+# What one remembered path and one verdict cost beyond the characters of the raw path and the
+# key's names: the objects, their headers and their dict slots (tracemalloc, as the cache's
+# ENTRY_OVERHEAD). A percent-encoded path is up to 4 KiB, so the memos are bounded in bytes
+# too: each gets half of the front's share of TOKEN_BROKER_CACHE_MAX_BYTES.
+SERVED_OVERHEAD = 270
+VERDICT_OVERHEAD = 100
 HeaderSet = tuple[tuple[bytes, bytes], ...]
 # A verdict of the guard holds for one key and one header set together: a check may depend on
 # both (a per-fleet secret, a caller allowed one compute), so neither memo answers for the other.
@@ -67,7 +73,14 @@ class Served:
 
 
 class Front:
-    def __init__(self, app: Any, *, serve_tokens: bool = True, max_paths: int = 10_000) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        serve_tokens: bool = True,
+        max_paths: int = 10_000,
+        max_bytes: int = 10 * 1024 * 1024,
+    ) -> None:
         self.app = app  # the FastAPI app; its state holds the cache once the lifespan has run
         # False leaves every request to FastAPI: the tests run both ways and compare.
         self._serve_tokens = serve_tokens
@@ -77,6 +90,8 @@ class Front:
         # time, so a replaced or evicted one is never served.
         self._served: dict[bytes, Served] = {}
         self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
+        self._max_memo_bytes = max_bytes // 2  # for each of the two memos
+        self._served_bytes = self._passed_bytes = 0
         # (key, header set) that passed the size bounds and the guard -> (wants text, epoch).
         self._passed: dict[Verdict, tuple[bool, object]] = {}
         # One copy of each remembered header set, shared by the verdicts of every key it asked
@@ -200,8 +215,16 @@ class Front:
         # Emptied when a new one would not fit, so a flood of distinct paths or header sets
         # cannot grow them; one already held is only refreshed (emptying then would make every
         # path take the checked way again, and each of those would empty the verdicts in turn).
-        if raw_path not in self._served and len(self._served) >= self._max_paths:
-            self._served.clear()
+        names = len(key[0]) + len(key[1])
+        if raw_path not in self._served:
+            cost = SERVED_OVERHEAD + len(raw_path) + names
+            if (
+                len(self._served) >= self._max_paths
+                or self._served_bytes + cost > self._max_memo_bytes
+            ):
+                self._served.clear()
+                self._served_bytes = 0
+            self._served_bytes += cost
         self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
         headers = tuple(scope["headers"])
         if header_bytes(headers) > MAX_KNOWN_HEADER_SET_BYTES:
@@ -212,10 +235,19 @@ class Front:
                 # Verdicts hold their sets: both go, so neither can grow past its bound.
                 self._header_sets.clear()
                 self._passed.clear()
+                self._passed_bytes = 0
             shared = self._header_sets[headers] = headers
         verdict = (key, shared)
-        if verdict not in self._passed and len(self._passed) >= self._max_paths:
-            self._passed.clear()
+        if verdict not in self._passed:
+            # The names too: a verdict keeps its key alive after the path memo is emptied.
+            cost = VERDICT_OVERHEAD + names
+            if (
+                len(self._passed) >= self._max_paths
+                or self._passed_bytes + cost > self._max_memo_bytes
+            ):
+                self._passed.clear()
+                self._passed_bytes = 0
+            self._passed_bytes += cost
         self._passed[verdict] = (text, epoch)
 
 
