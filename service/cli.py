@@ -1,6 +1,7 @@
-"""Command line: parse arguments, load Settings, compose the parts and run them under uvicorn.
+"""The broker's command line: parse arguments, load Settings, compose the parts, run uvicorn.
 
-The one place that wires GameLift (or the emulator) to the HTTP layer.
+The one place that wires GameLift (or the emulator) to the HTTP layer. `service/__main__.py`
+sends `exec` to the launcher before this module, and all it imports, is loaded.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve Amazon GameLift compute auth tokens to local game servers, cached.",
-        epilog="Settings come from TOKEN_BROKER_* environment variables; see docs/operations.md.",
+        epilog=(
+            "Settings come from TOKEN_BROKER_* environment variables; see docs/operations.md. "
+            f"`{PROG} exec --help`: start a game server with its server parameters."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
@@ -145,6 +149,3 @@ def main(argv: list[str] | None = None) -> None:
         if not server.started:
             sys.exit(3)  # uvicorn has logged why the lifespan failed; exit as uvicorn.run does
 
-
-if __name__ == "__main__":
-    main()
