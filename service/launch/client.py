@@ -13,8 +13,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -45,8 +44,9 @@ class BadAnswer(LaunchError):
     """The broker answered 200 with something that is not the five values."""
 
 
-@dataclass(frozen=True)
-class Response:
+# A NamedTuple, not a dataclass: dataclasses imports inspect, a cost every game server start
+# would pay.
+class Response(NamedTuple):
     status: int
     retry_after: float | None
     body: bytes
@@ -75,7 +75,7 @@ class Broker:
     request, so a secret rotated while we wait is picked up)."""
 
     def __init__(
-        self, url: str | None = None, uds: str | None = None, secret_file: Path | None = None
+        self, url: str | None = None, uds: str | None = None, secret_file: str | None = None
     ) -> None:
         self._uds = uds
         parts = urlsplit(url or DEFAULT_URL)
@@ -115,10 +115,11 @@ class Broker:
             connection.close()
 
 
-def read_secret(path: Path) -> str:
+def read_secret(path: str) -> str:
     """The caller secret as the broker compares it: the file's content, whitespace stripped."""
     try:
-        secret = path.read_text().strip()
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().strip()
     except (OSError, UnicodeError) as exc:
         raise LaunchError(f"cannot read --auth-token-file {path}: {_reason(exc)}") from exc
     if not secret:

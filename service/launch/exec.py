@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from service import names
 from service.launch import client, params
@@ -42,7 +41,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     where.add_argument("--uds", metavar="PATH", help="the broker's unix socket instead")
     parser.add_argument(
         "--auth-token-file",
-        type=Path,
         metavar="FILE",
         help="file holding the broker's caller secret (sent as Authorization: Bearer)",
     )
