@@ -148,4 +148,3 @@ def main(argv: list[str] | None = None) -> None:
         server.run(sockets=sockets)
         if not server.started:
             sys.exit(3)  # uvicorn has logged why the lifespan failed; exit as uvicorn.run does
-

@@ -46,7 +46,7 @@ def test_the_cpp_examples_compile(tmp_path: Path, index: int) -> None:
     # The example's commented call, made real, so the constructor's result is checked too.
     source = source.replace(
         "// Aws::GameLift::Server::InitSDK(FetchServerParameters(fleetId, computeName));",
-        "void Start() { Aws::GameLift::Server::InitSDK(FetchServerParameters(\"f\", \"c\")); }",
+        'void Start() { Aws::GameLift::Server::InitSDK(FetchServerParameters("f", "c")); }',
     )
     path = tmp_path / "example.cpp"
     path.write_text(source)
@@ -64,7 +64,7 @@ def test_the_old_member_assignments_do_not_compile(tmp_path: Path) -> None:
     path = tmp_path / "old.cpp"
     path.write_text(
         "#include <aws/gamelift/server/GameLiftServerAPI.h>\n"
-        "void f() { Aws::GameLift::Server::Model::ServerParameters p; p.m_authToken = \"t\"; }\n"
+        'void f() { Aws::GameLift::Server::Model::ServerParameters p; p.m_authToken = "t"; }\n'
     )
     done = subprocess.run(
         [GXX, "-std=c++17", "-fsyntax-only", "-I", str(SDK), str(path)],

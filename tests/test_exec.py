@@ -44,12 +44,17 @@ REPORT = (
 )
 
 
+EXEC = [sys.executable, "-m", "service", "exec", "--fleet-id", FLEET, "--compute-name", COMPUTE]
+
+
+def command(report: Path) -> list[str]:
+    return [sys.executable, "-c", REPORT, str(report)]
+
+
 def launch(
     where: list[str], report: Path, *extra: str, timeout: float = 30, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", REPORT, str(report)]
-    argv = [sys.executable, "-m", "service", "exec", "--fleet-id", FLEET]
-    argv += ["--compute-name", COMPUTE, *where, *extra, "--", *command]
+    argv = [*EXEC, *where, *extra, "--", *command(report)]
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, env=clean_env(**env)
     )
@@ -158,15 +163,13 @@ def test_a_broker_that_starts_late_is_waited_for(tmp_path: Path) -> None:
     standin = StandIn()
     with serving_tcp(standin, listen=False) as broker:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "exec", "--fleet-id", FLEET, "--compute-name"]
-            + [COMPUTE, "--url", broker.url, "--timeout", "30", "--"]
-            + [sys.executable, "-c", REPORT, str(report)],
+            [*EXEC, "--url", broker.url, "--timeout", "30", "--", *command(report)],
             env=clean_env(),
             stderr=subprocess.PIPE,
             text=True,
         )
         time.sleep(1.0)  # the launcher meanwhile meets a refusing port
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, proc.communicate()[1]
         broker.start()
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
@@ -262,8 +265,7 @@ def test_command_not_found(tmp_path: Path) -> None:
     standin = StandIn()
     with serving_tcp(standin) as broker:
         done = subprocess.run(
-            [sys.executable, "-m", "service", "exec", "--fleet-id", FLEET, "--compute-name"]
-            + [COMPUTE, "--url", broker.url, "--", str(tmp_path / "no-such-server")],
+            [*EXEC, "--url", broker.url, "--", str(tmp_path / "no-such-server")],
             capture_output=True,
             text=True,
             env=clean_env(),
@@ -294,8 +296,7 @@ def test_the_exec_path_loads_nothing_heavy(tmp_path: Path) -> None:
     )
     with serving_tcp(standin) as broker:
         done = subprocess.run(
-            [sys.executable, "-c", probe, "exec", "--fleet-id", FLEET, "--compute-name"]
-            + [COMPUTE, "--url", broker.url, "--", "true"],
+            [sys.executable, "-c", probe, *EXEC[3:], "--url", broker.url, "--", "true"],
             capture_output=True,
             text=True,
             env=clean_env(),
@@ -327,8 +328,7 @@ def test_usage_errors_contact_no_broker(tmp_path: Path) -> None:
             ["--fleet-id", FLEET, "--compute-name", "a/b/c"],
         ):
             done = subprocess.run(
-                [sys.executable, "-m", "service", "exec", *bad, "--url", broker.url, "--"]
-                + [sys.executable, "-c", REPORT, str(report)],
+                [*EXEC[:4], *bad, "--url", broker.url, "--", *command(report)],
                 capture_output=True,
                 text=True,
                 env=clean_env(),

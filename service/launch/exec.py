@@ -91,7 +91,8 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvpe(command[0], command, env)
+        # No shell, on purpose: COMMAND's words reach it exactly as given.
+        os.execvpe(command[0], command, env)  # noqa: S606
     except FileNotFoundError:
         return _fail(EXIT_NOT_FOUND, f"COMMAND not found: {command[0]}")
     except OSError as exc:
