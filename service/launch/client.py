@@ -13,7 +13,6 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 DEFAULT_URL = "http://127.0.0.1:8787"
@@ -44,12 +43,19 @@ class BadAnswer(LaunchError):
     """The broker answered 200 with something that is not the five values."""
 
 
-# A NamedTuple, not a dataclass: dataclasses imports inspect, a cost every game server start
-# would pay.
-class Response(NamedTuple):
-    status: int
-    retry_after: float | None
-    body: bytes
+class Response:
+    """One answer: its status, its Retry-After in seconds (if it had one) and its body.
+
+    A plain class, not a dataclass or NamedTuple: dataclasses imports inspect, and NamedTuple
+    typing, a cost every game server start would pay for nothing.
+    """
+
+    __slots__ = ("body", "retry_after", "status")
+
+    def __init__(self, status: int, retry_after: float | None, body: bytes) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
 
 
 class _UnixConnection(http.client.HTTPConnection):
