@@ -284,6 +284,7 @@ def test_the_exec_path_loads_nothing_heavy(tmp_path: Path) -> None:
         "    heavy = {'aioboto3', 'aiobotocore', 'botocore', 'boto3', 'fastapi', 'starlette',\n"
         "             'uvicorn', 'pydantic', 'pydantic_settings', 'orjson', 'cachetools',\n"
         "             'prometheus_client', 'httpx', 'anyio', 'asyncio', 'service.cli',\n"
+        "             'dataclasses', 'inspect', 'typing',\n"
         "             'service.config', 'service.web', 'service.gamelift', 'service.tokens'}\n"
         "    loaded = sorted(heavy & {m if m.startswith('service.') else m.split('.')[0]\n"
         "                             for m in sys.modules})\n"
