@@ -22,7 +22,10 @@ ALLOWED = {
     "gamelift": {"tokens", "config", "names", "errors", "ops"},
     "web": {"tokens", "config", "names", "errors", "ops"},
     "emulator": {"names", "listen"},
+    "launch": {"names"},
 }
+# The CLI's parts compose the others: they may import any part.
+COMPOSERS = ("__main__", "cli")
 # Outside packages only one part may import.
 OWNED = {"aioboto3": "gamelift", "aiobotocore": "gamelift", "botocore": "gamelift"}
 HTTP = {"fastapi", "starlette", "uvicorn", "orjson"}
@@ -62,7 +65,7 @@ def imports(path: Path) -> set[str]:
 
 def test_the_rules_see_every_part() -> None:
     parts = {part_of(name) for name, _ in modules()}
-    assert parts == set(ALLOWED) | {"service", "__main__"}, "a new part needs its arrows"
+    assert parts == set(ALLOWED) | {"service", *COMPOSERS}, "a new part needs its arrows"
 
 
 @pytest.mark.parametrize(("module", "path"), modules(), ids=[name for name, _ in modules()])
@@ -73,7 +76,7 @@ def test_imports_follow_the_arrows(module: str, path: Path) -> None:
     for imported in imports(path):
         top = imported.split(".")[0]
         if top == "service":
-            if part == "__main__":
+            if part in COMPOSERS:
                 continue  # the CLI composes the parts: it may import any of them
             other = part_of(imported)
             if other in ("service", part):
@@ -82,13 +85,13 @@ def test_imports_follow_the_arrows(module: str, path: Path) -> None:
         elif top in OWNED:
             assert part == OWNED[top], f"{module} imports {imported}: only {OWNED[top]} may"
         elif top in HTTP:
-            allowed = ("web", "emulator", "__main__")
+            allowed = ("web", "emulator", "cli")
             assert part in allowed, f"{module} imports {imported}: HTTP is web's"
 
 
 def test_nothing_but_the_cli_imports_the_emulator() -> None:
     for module, path in modules():
-        if part_of(module) in ("emulator", "__main__"):
+        if part_of(module) in ("emulator", *COMPOSERS):
             continue
         assert not any(part_of(name) == "emulator" for name in imports(path) if "." in name)
 
@@ -103,6 +106,25 @@ def test_the_cache_loads_neither_botocore_nor_fastapi() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "path"),
+    [(name, path) for name, path in modules() if part_of(name) in ("launch", "__main__")],
+    ids=[name for name, _ in modules() if part_of(name) in ("launch", "__main__")],
+)
+def test_the_launcher_and_the_entry_import_only_the_standard_library(
+    module: str, path: Path
+) -> None:
+    # `exec` starts a game server: it must start fast in an image that has only Python. The
+    # entry reaches the broker's CLI (and everything heavy) only past the `exec` branch.
+    allowed = {"service", "service.names", "service.launch", "service.cli"}
+    for imported in imports(path):
+        top = imported.split(".")[0]
+        if top == "service":
+            assert imported in allowed or imported.startswith("service.launch."), imported
+        else:
+            assert top in sys.stdlib_module_names, f"{module} imports {imported}"
 
 
 def test_a_broken_rule_is_seen(tmp_path: Path) -> None:
