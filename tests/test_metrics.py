@@ -63,9 +63,12 @@ async def test_request_outcomes(broker: Broker, emulator: Emulator, clock: FakeC
     assert samples[("token_broker_inflight_fetches", ())] == 0
     assert upstream_calls(samples) == emulator.calls == 2
     assert samples[token_calls("ok")] == 2
-    assert samples[
-        ("token_broker_upstream_latency_seconds_count", (("operation", "GetComputeAuthToken"),))
-    ] == 2
+    assert (
+        samples[
+            ("token_broker_upstream_latency_seconds_count", (("operation", "GetComputeAuthToken"),))
+        ]
+        == 2
+    )
 
 
 async def test_upstream_calls_count_retries_and_errors(start_broker, emulator: Emulator) -> None:
