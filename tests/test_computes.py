@@ -17,7 +17,9 @@ KEY = ("fleet-1", "host-1")
 WANTED = Registration("fleet-1", "host-1", "10.0.0.1", None, "custom-home", None)
 
 
-def record(endpoint: str | None = "ws://gamelift.example/sdk", ip: str = "10.0.0.1"):
+def record(
+    endpoint: str | None = "ws://gamelift.example/sdk", ip: str = "10.0.0.1"
+) -> ComputeRecord:
     return ComputeRecord("fleet-1", "host-1", ip, None, "custom-home", "ACTIVE", endpoint)
 
 
