@@ -35,11 +35,15 @@ def test_the_policy_names_every_action_the_broker_calls() -> None:
         for statement in policy["Statement"]
         for action in statement["Action"]
     }
-    assert named == called_actions() == {
-        "GetComputeAuthToken",
-        "DescribeCompute",
-        "RegisterCompute",
-        "DeregisterCompute",
-    }
+    assert (
+        named
+        == called_actions()
+        == {
+            "GetComputeAuthToken",
+            "DescribeCompute",
+            "RegisterCompute",
+            "DeregisterCompute",
+        }
+    )
     for action in called_actions():
         assert f"`gamelift:{action}`" in section  # and each mode's list says which it needs

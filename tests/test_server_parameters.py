@@ -20,6 +20,12 @@ from tests.envfiles import (
     systemd_generator_environment,
 )
 from tests.helpers import FakeClock
+from tests.test_metrics import scrape
+
+
+def upstream(operation: str, result: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return "token_broker_upstream_calls_total", (("operation", operation), ("result", result))
+
 
 FIELDS = {"WebSocketUrl", "FleetId", "HostId", "ProcessId", "AuthToken", "ExpirationTimestamp"}
 
@@ -147,6 +153,11 @@ async def test_describecompute_is_collapsed_and_cached(
         assert (await parameters(broker)).status_code == 200
         assert describes(emulator) == 2
         assert emulator.calls == 1
+        samples = await scrape(broker)
+    assert samples[upstream("DescribeCompute", "ok")] == 2
+    assert samples[upstream("GetComputeAuthToken", "ok")] == 1
+    # Each answer is counted as a token request, by how its token was found.
+    assert samples[("token_broker_requests_total", (("outcome", "hit"),))] == 20 + 5 + 2
 
 
 @pytest.mark.parametrize(
@@ -170,6 +181,18 @@ async def test_describecompute_failures_are_clear_errors_and_not_kept(
     emulator.set_fault(None)
     assert (await parameters(broker)).json()["WebSocketUrl"]  # the error was not kept
     assert describes(emulator) == 2
+
+
+async def test_describecompute_throttled_does_not_back_tokens_off(
+    broker: Broker, emulator: Emulator
+) -> None:
+    # The cache's host-wide throttling back-off is for GetComputeAuthToken, whose limit it is;
+    # DescribeCompute has a limit of its own.
+    emulator.set_fault("throttle", action="DescribeCompute")
+    response = await parameters(broker)
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "ThrottlingException")
+    assert (await broker.token("fleet-1", "another")).status_code == 200
+    assert emulator.calls == 2
 
 
 async def test_a_token_failure_asks_describecompute_nothing(broker: Broker, emulator: Emulator):
