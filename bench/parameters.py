@@ -75,9 +75,7 @@ def registration_start(procs: Procs, starts: int) -> None:
     print(f"process start to /readyz 200, {starts} starts each, medians (min-max):")
     for kind, label in (("register", "TOKEN_BROKER_REGISTER"), ("reference", "nothing to do")):
         runs = [t * 1000 for t in times[kind]]
-        print(
-            f"  {label:22} {statistics.median(runs):6.0f} ms ({min(runs):.0f}-{max(runs):.0f})"
-        )
+        print(f"  {label:22} {statistics.median(runs):6.0f} ms ({min(runs):.0f}-{max(runs):.0f})")
 
 
 def main() -> None:
