@@ -36,6 +36,7 @@ def hit_paths(procs: Procs, workdir: Path, rounds: int, duration: int, binary: s
     for _ in range(rounds):
         for name, path in paths.items():
             results[name].append(wrk.run(binary, broker, path, duration=duration))
+    sequential(broker, paths)
     print(f"hit path, wrk -t2 -c64, {rounds} interleaved rounds of {duration} s, medians:")
     token_rps = statistics.median(r.rps for r in results["token"])
     for name, runs in results.items():
@@ -45,6 +46,33 @@ def hit_paths(procs: Procs, workdir: Path, rounds: int, duration: int, binary: s
         print(
             f"  {name:18} {rps:9.0f} rps  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
             f"  ({rps / token_rps:.2f} of the token route)"
+        )
+
+
+def sequential(broker: str, paths: dict[str, Path], calls: int = 300) -> None:
+    """One caller, one keep-alive connection, one call at a time: what a launching game server
+    sees. Interleaved call by call, so both routes meet the same load."""
+    import http.client
+
+    host, port = broker.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = dict(header.split(": ", 1) for header in wrk.HEADERS)
+    targets = {name: path.read_text().strip() for name, path in paths.items()}
+    took: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(calls):
+        for name, target in targets.items():
+            started = time.perf_counter()
+            connection.request("GET", target, headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            took[name].append((time.perf_counter() - started) * 1000)
+            assert answer.status == 200, (name, answer.status)
+    connection.close()
+    print(f"one caller, {calls} calls each, interleaved: median / p99 latency")
+    for name, runs in took.items():
+        runs.sort()
+        print(
+            f"  {name:18} {statistics.median(runs):6.2f} ms / {runs[int(len(runs) * 0.99)]:6.2f} ms"
         )
 
 
