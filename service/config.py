@@ -264,6 +264,12 @@ class Settings(_RegisterSetting, BaseSettings):
                         "(fleet_id/compute_name)"
                     )
             return self
+        fleet = self.register.partition("/")[0]
+        if self.allowed_fleets and fleet not in self.allowed_fleets:
+            # It would register a compute whose token it then refuses to hand out.
+            raise ValueError(
+                f"TOKEN_BROKER_REGISTER's fleet {fleet} is not in TOKEN_BROKER_ALLOWED_FLEETS"
+            )
         # RegisterCompute on an Anywhere fleet refuses a compute without either.
         for name in ("ip_address", "location"):
             if getattr(self, f"register_{name}") is None:

@@ -229,6 +229,19 @@ async def test_strict_mode_needs_the_registration_before_a_token(strict: Emulato
         ),
         ({"TOKEN_BROKER_REGISTER_LOCATION": "custom-home"}, "TOKEN_BROKER_REGISTER"),
         ({"TOKEN_BROKER_REGISTER": "fleet-1"}, "TOKEN_BROKER_REGISTER"),
+        (
+            {
+                "TOKEN_BROKER_REGISTER": "fleet-1/h",
+                "TOKEN_BROKER_REGISTER_IP_ADDRESS": "10.0.0.1",
+                "TOKEN_BROKER_REGISTER_LOCATION": "custom-home",
+                "TOKEN_BROKER_ALLOWED_FLEETS": "fleet-2",
+            },
+            "TOKEN_BROKER_ALLOWED_FLEETS",
+        ),
+        ({"TOKEN_BROKER_REGISTER_IP_ADDRESS": "10.0.0.1%eth0"}, "TOKEN_BROKER_REGISTER_IP"),
+        ({"TOKEN_BROKER_REGISTER_LOCATION": "us-west-2"}, "TOKEN_BROKER_REGISTER_LOCATION"),
+        ({"TOKEN_BROKER_SDK_WEBSOCKET_URL": "http://x/sdk"}, "TOKEN_BROKER_SDK_WEBSOCKET_URL"),
+        ({"TOKEN_BROKER_SDK_WEBSOCKET_URL": "ws://x/'$HOME"}, "TOKEN_BROKER_SDK_WEBSOCKET_URL"),
     ],
 )
 def test_bad_registration_settings_stop_start_up_with_one_line(
