@@ -88,7 +88,10 @@ router = APIRouter()
     ),
 )
 async def get_token(request: Request, fleet_id: str, compute_name: str) -> Response:
-    entry, _ = await _token_entry(request, fleet_id, compute_name)
+    entry, outcome = await _token_entry(request, fleet_id, compute_name)
+    request.app.state.recorder.served(
+        fleet_id, compute_name, outcome, started_at(request), request.scope
+    )
     rendered: RenderedToken = entry.rendered
     if wants_text(request.headers.get("accept", "")):
         return PreRendered(rendered.text, rendered.text_headers)
@@ -122,7 +125,7 @@ async def get_token(request: Request, fleet_id: str, compute_name: str) -> Respo
 async def get_server_parameters(request: Request, fleet_id: str, compute_name: str) -> Response:
     # The token first: a compute GameLift does not know fails there, within the cache's
     # back-off, before DescribeCompute is asked about it.
-    entry, outcome = await _token_entry(request, fleet_id, compute_name, record=False)
+    entry, outcome = await _token_entry(request, fleet_id, compute_name)
     try:
         websocket_url = await request.app.state.endpoints.get(fleet_id, compute_name)
     except asyncio.CancelledError:
@@ -138,9 +141,10 @@ async def get_server_parameters(request: Request, fleet_id: str, compute_name: s
 
 
 async def _token_entry(
-    request: Request, fleet_id: str, compute_name: str, *, record: bool = True
+    request: Request, fleet_id: str, compute_name: str
 ) -> tuple[CacheEntry, Outcome]:
-    """The request checks, then the key's cache entry and how it was found."""
+    """The request checks, then the key's cache entry and how it was found (the caller counts
+    the request once its answer is known)."""
     # Who may ask comes before what is asked: a refused caller learns nothing about the path.
     state = request.app.state
     state.guard.check_peer(request.scope.get("client"))
@@ -157,8 +161,6 @@ async def _token_entry(
         entry, outcome = await state.cache.lookup(fleet_id, compute_name)
     except asyncio.CancelledError:  # the shutdown grace ran out while we waited
         raise stopped_waiting() from None
-    if record:
-        state.recorder.served(fleet_id, compute_name, outcome, started_at(request), request.scope)
     return entry, outcome
 
 
