@@ -155,7 +155,7 @@ async def test_transient_failures_back_off_with_jitter_then_register() -> None:
     [
         errors.UpstreamInvalidRequest("no such location"),
         errors.UpstreamUnauthorized("no"),
-        errors.UpstreamBadGateway("LimitExceeded", code="LimitExceededException"),
+        errors.UpstreamBadGateway("UnsupportedRegion", code="UnsupportedRegionException"),
     ],
 )
 async def test_a_final_refusal_stops_and_says_why(final: errors.BrokerError) -> None:
