@@ -18,7 +18,16 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from service.names import Key, is_valid_fleet_id, parse_key
+from service.names import (
+    DNS_NAME_RE,
+    IP_ADDRESS_RE,
+    LOCATION_RE,
+    REGISTER_COMPUTE_NAME_MAX,
+    Key,
+    is_valid_fleet_id,
+    is_valid_sdk_endpoint,
+    parse_key,
+)
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -66,7 +75,17 @@ class PrefixedEnvSource(EnvSettingsSource):
         return data
 
 
-class Settings(BaseSettings):
+class _RegisterSetting:
+    """TOKEN_BROKER_REGISTER, declared on a plain base: as a field of Settings itself it would
+    shadow ABCMeta.register (pydantic warns, and a subclass would take that method as the
+    default). Nothing calls ABCMeta.register on a settings class."""
+
+    # fleet_id/compute_name: the compute this broker registers at start-up (RegisterCompute's
+    # attributes are Settings' register_* fields) and deregisters on exit.
+    register: str | None = None
+
+
+class Settings(_RegisterSetting, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=PREFIX, extra="forbid", frozen=True, validate_default=True
     )
@@ -133,6 +152,17 @@ class Settings(BaseSettings):
     prefetch: CommaList = []
     prefetch_jitter_seconds: float = Field(0.5, ge=0, le=60)
 
+    # The server-parameters answer's WebSocketUrl: this when set, else the registration's, else
+    # DescribeCompute's, which is kept this long (it changes only if the fleet moves).
+    sdk_websocket_url: str | None = None
+    sdk_endpoint_ttl_seconds: float = Field(3600.0, gt=0, le=86_400)
+    # TOKEN_BROKER_REGISTER (the compute to register) is a field of _RegisterSetting.
+    register_ip_address: str | None = None
+    register_dns_name: str | None = None
+    register_location: str | None = None
+    register_certificate_path: str | None = None
+    deregister_on_exit: bool = True
+
     _split = field_validator(
         "allowed_hosts", "allowed_fleets", "allowed_peers", "prefetch", mode="before"
     )(_split_commas)
@@ -175,6 +205,91 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected fleet_id/compute_name, got {item!r}")
         return value
 
+    @field_validator("sdk_websocket_url")
+    @classmethod
+    def _endpoint_is_websocket_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_sdk_endpoint(value):
+            # Also what keeps the text answer's quoting safe: no quote, no $, no space.
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return value
+
+    @field_validator("register")
+    @classmethod
+    def _register_key_is_valid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = parse_key(value)
+        if key is None:
+            raise ValueError(f"expected fleet_id/compute_name, got {value!r}")
+        if len(key[1]) > REGISTER_COMPUTE_NAME_MAX:
+            raise ValueError(
+                f"RegisterCompute takes compute names of {REGISTER_COMPUTE_NAME_MAX} "
+                "characters at most"
+            )
+        return value
+
+    @field_validator("register_ip_address")
+    @classmethod
+    def _ip_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"expected an IPv4 or IPv6 address, got {value!r}") from None
+            if IP_ADDRESS_RE.fullmatch(value) is None:  # an IPv6 scope (%eth0) is not taken
+                raise ValueError(f"RegisterCompute takes ^[0-9A-Fa-f:.]+$, got {value!r}")
+        return value
+
+    @field_validator("register_dns_name")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        if value is not None and DNS_NAME_RE.fullmatch(value) is None:
+            raise ValueError(f"expected ^[0-9a-zA-Z_.-]+$, 256 at most, got {value!r}")
+        return value
+
+    @field_validator("register_location")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        # An Anywhere fleet's locations are custom ones, and CreateLocation names them custom-*.
+        if value is not None and (
+            LOCATION_RE.fullmatch(value) is None or not value.startswith("custom-")
+        ):
+            raise ValueError(f"expected a custom location such as custom-home, got {value!r}")
+        return value
+
+    @field_validator("register_certificate_path")
+    @classmethod
+    def _certificate_path(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= len(value) <= 1024:
+            raise ValueError("RegisterCompute takes a path of 1 to 1024 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _registration_is_whole(self) -> Settings:
+        attributes = ("ip_address", "dns_name", "location", "certificate_path")
+        if self.register is None:
+            for name in attributes:
+                if getattr(self, f"register_{name}") is not None:
+                    raise ValueError(
+                        f"TOKEN_BROKER_REGISTER_{name.upper()} needs TOKEN_BROKER_REGISTER "
+                        "(fleet_id/compute_name)"
+                    )
+            return self
+        fleet = self.register.partition("/")[0]
+        if self.allowed_fleets and fleet not in self.allowed_fleets:
+            # It would register a compute whose token it then refuses to hand out.
+            raise ValueError(
+                f"TOKEN_BROKER_REGISTER's fleet {fleet} is not in TOKEN_BROKER_ALLOWED_FLEETS"
+            )
+        # RegisterCompute on an Anywhere fleet refuses a compute without either.
+        for name in ("ip_address", "location"):
+            if getattr(self, f"register_{name}") is None:
+                raise ValueError(
+                    f"TOKEN_BROKER_REGISTER needs TOKEN_BROKER_REGISTER_{name.upper()} "
+                    "(an Anywhere fleet requires it)"
+                )
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -214,6 +329,10 @@ class Settings(BaseSettings):
     @property
     def prefetch_keys(self) -> list[Key]:
         return [key for item in self.prefetch if (key := parse_key(item)) is not None]
+
+    @property
+    def register_key(self) -> Key | None:
+        return None if self.register is None else parse_key(self.register)
 
 
 def describe_error(error: ValidationError) -> str:

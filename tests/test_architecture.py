@@ -19,8 +19,9 @@ ALLOWED = {
     "config": {"names"},
     "tokens": {"names", "errors"},
     "ops": {"errors"},
-    "gamelift": {"tokens", "config", "names", "errors", "ops"},
-    "web": {"tokens", "config", "names", "errors", "ops"},
+    "computes": {"tokens", "names", "errors"},
+    "gamelift": {"tokens", "computes", "config", "names", "errors", "ops"},
+    "web": {"tokens", "computes", "config", "names", "errors", "ops"},
     "emulator": {"names", "listen"},
     "launch": {"names"},
 }
@@ -96,10 +97,11 @@ def test_nothing_but_the_cli_imports_the_emulator() -> None:
         assert not any(part_of(name) == "emulator" for name in imports(path) if "." in name)
 
 
-def test_the_cache_loads_neither_botocore_nor_fastapi() -> None:
+def test_the_caches_load_neither_botocore_nor_fastapi() -> None:
     # What the rules promise, seen from a fresh interpreter.
     probe = (
-        "import sys, service.tokens.cache, service.tokens.prefetch;"
+        "import sys, service.tokens.cache, service.tokens.prefetch, service.computes.endpoints,"
+        " service.computes.registration;"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'aioboto3',"
         " 'fastapi', 'starlette', 'uvicorn'});"
         "print(heavy); sys.exit(bool(heavy))"
