@@ -20,11 +20,19 @@ ALLOWED = {
     "tokens": {"names", "errors"},
     "ops": {"errors"},
     "gamelift": {"tokens", "config", "names", "errors", "ops"},
-    "web": {"tokens", "config", "names", "errors", "ops"},
+    "identity": {"names", "errors"},
+    "web": {"tokens", "config", "names", "errors", "ops", "identity"},
     "emulator": {"names", "listen"},
 }
 # Outside packages only one part may import.
-OWNED = {"aioboto3": "gamelift", "aiobotocore": "gamelift", "botocore": "gamelift"}
+OWNED = {
+    "aioboto3": "gamelift",
+    "aiobotocore": "gamelift",
+    "botocore": "gamelift",
+    # The `kubernetes` extra: a broker without a caller identity never needs them.
+    "jwt": "identity",
+    "httpx": "identity",
+}
 HTTP = {"fastapi", "starlette", "uvicorn", "orjson"}
 
 
@@ -99,6 +107,18 @@ def test_the_cache_loads_neither_botocore_nor_fastapi() -> None:
         "import sys, service.tokens.cache, service.tokens.prefetch;"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'aioboto3',"
         " 'fastapi', 'starlette', 'uvicorn'});"
+        "print(heavy); sys.exit(bool(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_only_a_caller_identity_loads_pyjwt_and_httpx() -> None:
+    # The guard imports service/identity/ only when TOKEN_BROKER_KUBERNETES_AUDIENCE is set,
+    # so a broker installed without the `kubernetes` extra still starts.
+    probe = (
+        "import sys, service.web.app, service.web.guard;"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'jwt', 'httpx'});"
         "print(heavy); sys.exit(bool(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

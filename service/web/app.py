@@ -80,6 +80,9 @@ def create_app(
                 remaining=prefetcher.seconds_remaining,
             )
             app.state.cache = cache
+            guard: RequestGuard = app.state.guard
+            stack.push_async_callback(guard.close)
+            await guard.start()
             app.state.prefetcher = prefetcher
             readiness.require(
                 lambda: None if prefetcher.ready() else "waiting for prefetched tokens"
@@ -105,7 +108,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.lifecycle = readiness
-    app.state.guard = RequestGuard(settings)
+    app.state.guard = RequestGuard(settings, wall=clocks.wall, monotonic=clocks.monotonic)
     app.state.metrics = metrics
     app.state.recorder = RequestRecorder(metrics, access_log=settings.access_log)
     # A redirect for a trailing slash would echo the caller's Host header into Location.
