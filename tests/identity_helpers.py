@@ -137,17 +137,20 @@ class JwksServer:
     """A stand-in for the API server's /openid/v1/jwks: serves `document`, records bearers."""
 
     def __init__(self, document: bytes) -> None:
-        from fastapi import FastAPI, Request, Response
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
 
         self.document = document
         self.bearers: list[str] = []  # the Authorization header of each fetch, in order
         self.status = 200
-        self.app = FastAPI()
 
-        @self.app.get("/openid/v1/jwks")
         async def keys(request: Request) -> Response:
             self.bearers.append(request.headers.get("authorization", ""))
             return Response(self.document, status_code=self.status, media_type="application/json")
+
+        self.app = Starlette(routes=[Route("/openid/v1/jwks", keys)])
 
     @property
     def fetches(self) -> int:
