@@ -106,7 +106,7 @@ async def test_expiry_and_not_before_on_the_injected_clock(
 async def test_a_bad_signature_is_refused(verifier: TokenVerifier) -> None:
     forged = sign(claims(Pod(), now=NOW), private_key("rsa", "attacker"), "k1")
     assert "signature" in await refusal(verifier, forged)
-    header, body, signature = token().split(".")
+    header, _body, signature = token().split(".")
     other_body = token(**{"kubernetes.io": {"namespace": "kube-system"}}).split(".")[1]
     assert "signature" in await refusal(verifier, f"{header}.{other_body}.{signature}")
 
@@ -259,18 +259,24 @@ def test_the_fleet_rules_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
         assert says in line, line
 
 
+K = "TOKEN_BROKER_KUBERNETES_"
+
+
 @pytest.mark.parametrize(
     ("env", "says"),
     [
-        ({"TOKEN_BROKER_KUBERNETES_JWKS_FILE": "/etc/jwks.json"}, "needs TOKEN_BROKER_KUBERNETES_AUDIENCE"),
-        ({"TOKEN_BROKER_KUBERNETES_FLEETS": "games=fleet-a"}, "needs TOKEN_BROKER_KUBERNETES_AUDIENCE"),
-        ({**IDENTITY, "TOKEN_BROKER_KUBERNETES_ISSUER": ""}, "must not be empty"),
+        ({f"{K}JWKS_FILE": "/etc/jwks.json"}, f"needs {K}AUDIENCE"),
+        ({f"{K}FLEETS": "games=fleet-a"}, f"needs {K}AUDIENCE"),
+        ({**IDENTITY, f"{K}ISSUER": ""}, "must not be empty"),
         ({**IDENTITY, "TOKEN_BROKER_AUTH_TOKEN_FILE": "/etc/secret"}, "exclude each other"),
-        ({**IDENTITY, "TOKEN_BROKER_KUBERNETES_JWKS_URL": "https://k/openid/v1/jwks"}, "one of"),
-        ({**IDENTITY, "TOKEN_BROKER_KUBERNETES_JWKS_FILE": "", "TOKEN_BROKER_KUBERNETES_JWKS_URL": "ftp://k"}, "https://"),
-        ({**IDENTITY, "TOKEN_BROKER_ALLOWED_FLEETS": "fleet-a", "TOKEN_BROKER_KUBERNETES_FLEETS": "games=fleet-b"}, "fleet-b"),
+        ({**IDENTITY, f"{K}JWKS_URL": "https://k/openid/v1/jwks"}, "one of"),
+        ({**IDENTITY, f"{K}JWKS_FILE": "", f"{K}JWKS_URL": "ftp://k"}, "https://"),
+        (
+            {**IDENTITY, "TOKEN_BROKER_ALLOWED_FLEETS": "fleet-a", f"{K}FLEETS": "games=fleet-b"},
+            "fleet-b",
+        ),
     ],
-)  # fmt: skip
+)
 def test_half_or_clashing_identity_settings_stop_start_up(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
 ) -> None:

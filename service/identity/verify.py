@@ -6,6 +6,9 @@ injected wall clock (PyJWT reads its own), so tests can move time instead of wai
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,10 +58,7 @@ class TokenVerifier:
 
     async def verify(self, token: bytes) -> Identity:
         """The identity `token` proves, or raise Unauthenticated saying what is wrong."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise invalid("the bearer token is not a JWT") from None
+        header = _unverified_header(token)
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise invalid("the token names no key id")
@@ -106,6 +106,24 @@ class TokenVerifier:
         if not_before is not None and now + self._leeway < not_before:
             raise invalid("the token is not valid yet")
         return float(expires_at)
+
+
+def _unverified_header(token: bytes) -> dict[str, Any]:
+    """The JOSE header, read only to pick the key; PyJWT checks the whole token after.
+
+    jwt.get_unverified_header decodes (and checks the alphabet of) every segment, which PyJWT's
+    decode does again: reading only the header halves the cost of a check.
+    """
+    segment, dot, _rest = token.partition(b".")
+    try:
+        if not dot or len(segment) > 1024:
+            raise ValueError("no header")
+        header = json.loads(base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error):
+        raise invalid("the bearer token is not a JWT") from None
+    if not isinstance(header, dict):
+        raise invalid("the bearer token is not a JWT")
+    return header
 
 
 def _is_time(value: object) -> bool:
