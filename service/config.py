@@ -240,8 +240,16 @@ class Settings(BaseSettings):
         # Half a configuration must not start a broker without the check it meant to turn on.
         kubernetes = [
             name
-            for name in ("issuer", "jwks_file", "jwks_url", "fleets")
-            if getattr(self, f"kubernetes_{name}")
+            for name in (
+                "issuer",
+                "jwks_file",
+                "jwks_url",
+                "fleets",
+                "token_file",
+                "ca_file",
+                "jwks_refresh_seconds",
+            )
+            if f"kubernetes_{name}" in self.model_fields_set
         ]
         if self.kubernetes_audience is None:
             if kubernetes:
@@ -258,8 +266,8 @@ class Settings(BaseSettings):
             raise ValueError(f"{PREFIX}KUBERNETES_AUDIENCE needs {PREFIX}KUBERNETES_ISSUER")
         if (self.kubernetes_jwks_file is None) == (self.kubernetes_jwks_url is None):
             raise ValueError(
-                f"{PREFIX}KUBERNETES_AUDIENCE needs one of {PREFIX}KUBERNETES_JWKS_FILE"
-                f" or {PREFIX}KUBERNETES_JWKS_URL"
+                f"{PREFIX}KUBERNETES_AUDIENCE needs exactly one of"
+                f" {PREFIX}KUBERNETES_JWKS_FILE or {PREFIX}KUBERNETES_JWKS_URL"
             )
         ceiling = set(self.allowed_fleets)
         for fleets in self.kubernetes_fleet_rules.values():

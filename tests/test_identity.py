@@ -174,7 +174,7 @@ def test_jwks_parsing_takes_signing_keys_it_can_use_only(tmp_path: Path) -> None
             parse_jwks(bad)
     empty = tmp_path / "empty.json"
     empty.write_text('{"keys": []}')
-    with pytest.raises(ValueError, match="no usable key"):
+    with pytest.raises(ValueError, match="no RS256 or ES256 signing key"):
         JwksFile(empty)
     with pytest.raises(ValueError, match="cannot read"):
         JwksFile(tmp_path / "missing.json")
@@ -269,7 +269,9 @@ K = "TOKEN_BROKER_KUBERNETES_"
         ({f"{K}FLEETS": "games=fleet-a"}, f"needs {K}AUDIENCE"),
         ({**IDENTITY, f"{K}ISSUER": ""}, "must not be empty"),
         ({**IDENTITY, "TOKEN_BROKER_AUTH_TOKEN_FILE": "/etc/secret"}, "exclude each other"),
-        ({**IDENTITY, f"{K}JWKS_URL": "https://k/openid/v1/jwks"}, "one of"),
+        ({**IDENTITY, f"{K}JWKS_URL": "https://k/openid/v1/jwks"}, "exactly one of"),
+        ({f"{K}TOKEN_FILE": "/run/token"}, f"{K}TOKEN_FILE needs {K}AUDIENCE"),
+        ({f"{K}JWKS_REFRESH_SECONDS": "60"}, f"{K}JWKS_REFRESH_SECONDS needs {K}AUDIENCE"),
         ({**IDENTITY, f"{K}JWKS_FILE": "", f"{K}JWKS_URL": "ftp://k"}, "https://"),
         (
             {**IDENTITY, "TOKEN_BROKER_ALLOWED_FLEETS": "fleet-a", f"{K}FLEETS": "games=fleet-b"},

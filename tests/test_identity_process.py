@@ -119,6 +119,7 @@ K = "TOKEN_BROKER_KUBERNETES_"
     [
         ({"TOKEN_BROKER_AUTH_TOKEN_FILE": "/etc/hostname"}, "exclude each other"),
         ({f"{K}JWKS_FILE": "/nonexistent/jwks.json"}, f"{K}JWKS_FILE: cannot read"),
+        ({f"{K}JWKS_FILE": "/dev/null"}, f"{K}JWKS_FILE: /dev/null: not JSON"),
         ({f"{K}ISSUER": ""}, f"{K}ISSUER"),
         ({f"{K}FLEETS": "games=fleet-1|oops"}, f"{K}FLEETS: not a fleet id: 'oops'"),
         ({f"{K}AUDIENCES": "x"}, f"did you mean {K}AUDIENCE?"),

@@ -87,15 +87,19 @@ class JwksFile:
     """A JWKS file, re-read whenever it changes (a ConfigMap volume swaps it on rotation)."""
 
     def __init__(self, path: Path) -> None:
+        """Raise ValueError, saying why, unless `path` holds a usable JWKS now."""
         self._path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._keys = KeySet()
         try:
-            self.current()
+            info = os.stat(path)
+            data = path.read_bytes()
         except OSError as exc:
             raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
-        if not self._keys.keys:
-            raise ValueError(f"{path} holds no usable key")
+        try:
+            self._keys = parse_jwks(data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        # Taken before the read: a change in between is read again on the next call.
+        self._stamp: tuple[int, int, int] | None = (info.st_ino, info.st_mtime_ns, info.st_size)
 
     def current(self) -> KeySet:
         try:
