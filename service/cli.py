@@ -79,6 +79,22 @@ def openapi(settings: Settings) -> dict[str, Any]:
     return create_app(settings, no_upstream).openapi()
 
 
+def check_identity(settings: Settings) -> None:
+    """Exit with one line if the caller identity cannot work: its extra or its JWKS file."""
+    try:
+        from service.identity.jwks import JwksFile
+    except ImportError as exc:
+        sys.exit(
+            f"{PROG}: TOKEN_BROKER_KUBERNETES_AUDIENCE needs {exc.name}: install"
+            " gamelift-token-broker[kubernetes]"
+        )
+    if settings.kubernetes_jwks_file is not None:
+        try:
+            JwksFile(settings.kubernetes_jwks_file)
+        except ValueError as exc:
+            sys.exit(f"{PROG}: invalid setting TOKEN_BROKER_KUBERNETES_JWKS_FILE: {exc}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -86,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         sys.exit(f"{PROG}: {describe_error(exc)}")
     if settings.auth_token_file is not None:
-        try:  # the one setting that needs a file read; fail before anything starts
+        try:  # the settings that need a file read; fail before anything starts
             SecretFile(settings.auth_token_file)
         except ValueError as exc:
             sys.exit(f"{PROG}: invalid setting TOKEN_BROKER_AUTH_TOKEN_FILE: {exc}")
+    if settings.kubernetes_audience is not None:
+        check_identity(settings)
     if args.openapi:
         print(json.dumps(openapi(settings), indent=2, sort_keys=True))
         return

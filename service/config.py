@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import ipaddress
+import re
 import resource
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,15 @@ CommaList = Annotated[list[str], NoDecode]
 # (up to 100), logs, the event loop's own; and a burst of accepts lands before evicted sockets
 # close.
 RESERVED_FILES = 128
+
+# Where the kubelet mounts a pod's own ServiceAccount token and the cluster's CA.
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# Kubernetes names: a namespace is a DNS label, a ServiceAccount a DNS subdomain.
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+NAMESPACE_RE = re.compile(_DNS_LABEL)
+SERVICE_ACCOUNT_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+# NAMESPACE or NAMESPACE/SERVICEACCOUNT, as a rule of TOKEN_BROKER_KUBERNETES_FLEETS names it.
+Selector = tuple[str, str | None]
 
 
 def file_limit() -> int:
@@ -131,6 +141,19 @@ class Settings(_RegisterSetting, BaseSettings):
     allowed_peers: CommaList = ["127.0.0.0/8", "::1/128"]
     max_inflight: int = Field(256, ge=1)
 
+    # Caller identity for the DaemonSet (service/identity/): with an audience set, a token
+    # request must carry a projected ServiceAccount token for it, verified here.
+    kubernetes_audience: str | None = None
+    kubernetes_issuer: str | None = None
+    kubernetes_jwks_file: Path | None = None
+    kubernetes_jwks_url: str | None = None
+    # What the JWKS URL is fetched with: the broker's own ServiceAccount token and the CA.
+    kubernetes_token_file: Path = SERVICE_ACCOUNT_DIR / "token"
+    kubernetes_ca_file: Path = SERVICE_ACCOUNT_DIR / "ca.crt"
+    kubernetes_jwks_refresh_seconds: float = Field(300.0, ge=1, le=86400)
+    # NAMESPACE[/SERVICEACCOUNT]=FLEET|FLEET,...: which fleets each caller's own compute is in.
+    kubernetes_fleets: CommaList = []
+
     # A connection must finish each request head this soon after it begins waiting for one.
     head_timeout_seconds: float = Field(10.0, gt=0, le=300)
     # None: the file limit less what the broker needs besides connections, at most 4096.
@@ -164,8 +187,38 @@ class Settings(_RegisterSetting, BaseSettings):
     deregister_on_exit: bool = True
 
     _split = field_validator(
-        "allowed_hosts", "allowed_fleets", "allowed_peers", "prefetch", mode="before"
+        "allowed_hosts",
+        "allowed_fleets",
+        "allowed_peers",
+        "prefetch",
+        "kubernetes_fleets",
+        mode="before",
     )(_split_commas)
+
+    @field_validator("kubernetes_fleets")
+    @classmethod
+    def _fleet_rules_parse(cls, value: list[str]) -> list[str]:
+        seen: set[Selector] = set()
+        for item in value:
+            selector, _fleets = parse_fleet_rule(item)
+            if selector in seen:
+                raise ValueError(f"{'/'.join(s for s in selector if s)} is named twice")
+            seen.add(selector)
+        return value
+
+    @field_validator("kubernetes_jwks_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"expected an https:// URL, got {value!r}")
+        return value
+
+    @field_validator("kubernetes_audience", "kubernetes_issuer")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
     @field_validator("allowed_peers")
     @classmethod
@@ -315,6 +368,50 @@ class Settings(_RegisterSetting, BaseSettings):
             raise ValueError(f"needs the docs extra: pip install '{DOCS_EXTRA}'")
         return value
 
+    @model_validator(mode="after")
+    def _identity_is_whole(self) -> Settings:
+        # Half a configuration must not start a broker without the check it meant to turn on.
+        kubernetes = [
+            name
+            for name in (
+                "issuer",
+                "jwks_file",
+                "jwks_url",
+                "fleets",
+                "token_file",
+                "ca_file",
+                "jwks_refresh_seconds",
+            )
+            if f"kubernetes_{name}" in self.model_fields_set
+        ]
+        if self.kubernetes_audience is None:
+            if kubernetes:
+                name = f"{PREFIX}KUBERNETES_{kubernetes[0].upper()}"
+                raise ValueError(f"{name} needs {PREFIX}KUBERNETES_AUDIENCE")
+            return self
+        if self.auth_token_file is not None:
+            # Both arrive as Authorization: Bearer; one header cannot carry both.
+            raise ValueError(
+                f"{PREFIX}AUTH_TOKEN_FILE and {PREFIX}KUBERNETES_AUDIENCE exclude each other:"
+                " callers prove themselves with one or the other"
+            )
+        if self.kubernetes_issuer is None:
+            raise ValueError(f"{PREFIX}KUBERNETES_AUDIENCE needs {PREFIX}KUBERNETES_ISSUER")
+        if (self.kubernetes_jwks_file is None) == (self.kubernetes_jwks_url is None):
+            raise ValueError(
+                f"{PREFIX}KUBERNETES_AUDIENCE needs exactly one of"
+                f" {PREFIX}KUBERNETES_JWKS_FILE or {PREFIX}KUBERNETES_JWKS_URL"
+            )
+        ceiling = set(self.allowed_fleets)
+        for fleets in self.kubernetes_fleet_rules.values():
+            outside = sorted(fleets - ceiling) if ceiling else []
+            if outside:
+                raise ValueError(
+                    f"{PREFIX}KUBERNETES_FLEETS names {outside[0]}, which"
+                    f" {PREFIX}ALLOWED_FLEETS refuses for everyone"
+                )
+        return self
+
     @field_validator("max_connections")
     @classmethod
     def _connections_fit_file_limit(cls, value: int | None) -> int | None:
@@ -333,6 +430,24 @@ class Settings(_RegisterSetting, BaseSettings):
     @property
     def register_key(self) -> Key | None:
         return None if self.register is None else parse_key(self.register)
+
+    def kubernetes_fleet_rules(self) -> dict[Selector, frozenset[str]]:
+        return dict(parse_fleet_rule(item) for item in self.kubernetes_fleets)
+
+
+def parse_fleet_rule(item: str) -> tuple[Selector, frozenset[str]]:
+    """`NAMESPACE[/SERVICEACCOUNT]=FLEET[|FLEET...]`, one rule of TOKEN_BROKER_KUBERNETES_FLEETS."""
+    who, sep, fleets = item.partition("=")
+    namespace, slash, account = who.strip().partition("/")
+    if not sep or not NAMESPACE_RE.fullmatch(namespace):
+        raise ValueError(f"expected namespace[/serviceaccount]=fleet-a|fleet-b, got {item!r}")
+    if slash and not (len(account) <= 253 and SERVICE_ACCOUNT_RE.fullmatch(account)):
+        raise ValueError(f"not a ServiceAccount name: {account!r} in {item!r}")
+    names = [fleet.strip() for fleet in fleets.split("|")]
+    bad = [fleet for fleet in names if not is_valid_fleet_id(fleet)]
+    if bad:
+        raise ValueError(f"not a fleet id: {bad[0]!r} in {item!r}")
+    return (namespace, account if slash else None), frozenset(names)
 
 
 def describe_error(error: ValidationError) -> str:

@@ -21,14 +21,22 @@ ALLOWED = {
     "ops": {"errors"},
     "computes": {"tokens", "names", "errors"},
     "gamelift": {"tokens", "computes", "config", "names", "errors", "ops"},
-    "web": {"tokens", "computes", "config", "names", "errors", "ops"},
+    "identity": {"names", "errors"},
+    "web": {"tokens", "computes", "config", "names", "errors", "ops", "identity"},
     "emulator": {"names", "listen"},
     "launch": {"names"},
 }
 # The CLI's parts compose the others: they may import any part.
 COMPOSERS = ("__main__", "cli")
 # Outside packages only one part may import.
-OWNED = {"aioboto3": "gamelift", "aiobotocore": "gamelift", "botocore": "gamelift"}
+OWNED = {
+    "aioboto3": "gamelift",
+    "aiobotocore": "gamelift",
+    "botocore": "gamelift",
+    # The `kubernetes` extra: a broker without a caller identity never needs them.
+    "jwt": "identity",
+    "httpx": "identity",
+}
 HTTP = {"fastapi", "starlette", "uvicorn", "orjson"}
 
 
@@ -127,6 +135,18 @@ def test_the_launcher_and_the_entry_import_only_the_standard_library(
             assert imported in allowed or imported.startswith("service.launch."), imported
         else:
             assert top in sys.stdlib_module_names, f"{module} imports {imported}"
+
+
+def test_only_a_caller_identity_loads_pyjwt_and_httpx() -> None:
+    # The guard imports service/identity/ only when TOKEN_BROKER_KUBERNETES_AUDIENCE is set,
+    # so a broker installed without the `kubernetes` extra still starts.
+    probe = (
+        "import sys, service.web.app, service.web.guard;"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'jwt', 'httpx'});"
+        "print(heavy); sys.exit(bool(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_broken_rule_is_seen(tmp_path: Path) -> None:

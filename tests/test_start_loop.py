@@ -91,7 +91,7 @@ async def state(emulator: Emulator) -> dict[str, Any]:
 def control_plane(emulator: Emulator) -> Any:
     session = aioboto3.Session(
         aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - the emulator takes any
+        aws_secret_access_key="test",
         region_name="us-west-2",
     )
     return session.client("gamelift", endpoint_url=emulator.url)  # type: ignore[attr-defined]

@@ -96,6 +96,9 @@ def create_app(
                 max_entries=settings.cache_max_entries,
             )
             app.state.cache = cache
+            guard: RequestGuard = app.state.guard
+            stack.push_async_callback(guard.close)
+            await guard.start()
             app.state.prefetcher = prefetcher
             app.state.endpoints = endpoints
             readiness.require(
@@ -146,7 +149,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.lifecycle = readiness
-    app.state.guard = RequestGuard(settings)
+    app.state.guard = RequestGuard(settings, wall=clocks.wall, monotonic=clocks.monotonic)
     app.state.metrics = metrics
     app.state.recorder = RequestRecorder(metrics, access_log=settings.access_log)
     # A redirect for a trailing slash would echo the caller's Host header into Location.

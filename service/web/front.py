@@ -92,8 +92,10 @@ class Front:
         self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
         self._max_memo_bytes = max_bytes // 2  # for each of the two memos
         self._served_bytes = self._passed_bytes = 0
-        # (key, header set) that passed the size bounds and the guard -> (wants text, epoch).
-        self._passed: dict[Verdict, tuple[bool, object]] = {}
+        # (key, header set) that passed the size bounds and the guard -> (wants text, epoch,
+        # until): the verdict stands while the guard's epoch is the same object, and until
+        # that time on the cache's clock (when a caller's identity token expires; else inf).
+        self._passed: dict[Verdict, tuple[bool, object, float]] = {}
         # One copy of each remembered header set, shared by the verdicts of every key it asked
         # for: ten thousand keys asked for by one client hold one set, not ten thousand.
         self._header_sets: dict[HeaderSet, HeaderSet] = {}
@@ -127,6 +129,8 @@ class Front:
                     and (client is None or client[0] in self._peers)
                     # With a caller secret, a verdict holds only while that secret does.
                     and (self._epoch is None or passed[1] is self._epoch())
+                    # With a caller identity, only while its token is valid.
+                    and now < passed[2]
                 ):
                     if now >= served.touch_at:
                         self._cache.peek(key)  # a use, in the TLRU's LRU order
@@ -180,7 +184,8 @@ class Front:
         epoch = self._guard.epoch() if entry is not None else None
         try:
             self._guard.check_peer(scope.get("client"))
-            self._guard.check(headers, key)
+            valid_for = await self._guard.check(headers, key)
+            until = self._clock() + valid_for
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
         except Exception as exc:  # mapped to its answer in one place, for the route too
@@ -196,7 +201,7 @@ class Front:
         await send({"type": "http.response.body", "body": rendered.text if text else rendered.json})
         self._recorder.served(key[0], key[1], outcome, started, scope)
         if outcome is Outcome.HIT and self._remember:
-            self._remember_hit(scope, key, text, epoch)
+            self._remember_hit(scope, key, text, epoch, until)
 
     def _bind(self, state: Any) -> None:
         self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
@@ -208,7 +213,9 @@ class Front:
         # Memo hits are counted, not logged; with a line per request they take the checked path.
         self._remember = not self._recorder.logs_every_request
 
-    def _remember_hit(self, scope: Scope, key: Key, text: bool, epoch: object) -> None:
+    def _remember_hit(
+        self, scope: Scope, key: Key, text: bool, epoch: object, until: float
+    ) -> None:
         raw_path = scope.get("raw_path")
         if raw_path is None or scope["query_string"]:
             return
@@ -248,7 +255,7 @@ class Front:
                 self._passed.clear()
                 self._passed_bytes = 0
             self._passed_bytes += cost
-        self._passed[verdict] = (text, epoch)
+        self._passed[verdict] = (text, epoch, until)
 
 
 def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -61,8 +61,10 @@ _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Invalid fleet id or compute name, or GameLift said InvalidRequest",
-        401: "Missing or wrong caller secret",
-        403: "Refused by a request check, or GameLift said Unauthorized",
+        401: "Missing or wrong caller secret, or a missing, invalid or expired ServiceAccount"
+        " token",
+        403: "Refused by a request check (a pod asking for another compute, a fleet not"
+        " allowed), or GameLift said Unauthorized",
         404: "GameLift does not know the fleet or compute",
         502: "GameLift answered something unusable, or UnsupportedRegion",
         503: "GameLift is failing, throttling or unreachable; see Retry-After",
@@ -148,7 +150,7 @@ async def _token_entry(
     # Who may ask comes before what is asked: a refused caller learns nothing about the path.
     state = request.app.state
     state.guard.check_peer(request.scope.get("client"))
-    state.guard.check(request.scope["headers"], (fleet_id, compute_name))
+    await state.guard.check(request.scope["headers"], (fleet_id, compute_name))
     # The path converter takes any compute name so that one with a slash reaches us at all
     # (uvicorn decodes %2F before routing); the API's own patterns are enforced here instead.
     if not is_valid_fleet_id(fleet_id):
