@@ -63,3 +63,14 @@ SDK_ENDPOINT_RE = re.compile(r"wss?://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+")
 
 def is_valid_sdk_endpoint(value: str) -> bool:
     return len(value) <= SDK_ENDPOINT_MAX and SDK_ENDPOINT_RE.fullmatch(value) is not None
+
+
+# InitSDK's five ServerParameters, as the server-parameters answer names them -> the variable
+# every server SDK 5 reads each from (it overrides what the code passes; SDK5.md).
+SDK_VARIABLES = {
+    "WebSocketUrl": "GAMELIFT_SDK_WEBSOCKET_URL",
+    "AuthToken": "GAMELIFT_SDK_AUTH_TOKEN",
+    "FleetId": "GAMELIFT_SDK_FLEET_ID",
+    "HostId": "GAMELIFT_SDK_HOST_ID",
+    "ProcessId": "GAMELIFT_SDK_PROCESS_ID",
+}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -26,6 +27,12 @@ GUARD = {"X-Token-Broker-Request": "true"}
 
 @pytest.fixture
 async def strict() -> AsyncIterator[Emulator]:
+    async with strict_emulator() as emulator:
+        yield emulator
+
+
+@asynccontextmanager
+async def strict_emulator() -> AsyncIterator[Emulator]:
     """A strict emulator on the real clocks (the broker is another process)."""
     emulator = Emulator(strict=True, fleets=[FLEET], location="custom-local")
     async with run_server(emulator_server(emulator)) as url:

@@ -25,24 +25,29 @@ import httpx
 import pytest
 
 from service.emulator import Emulator
-from tests.conftest import emulator_server, run_server
 from tests.helpers import eventually
 from tests.processes import broker_process, clean_env
-from tests.test_registration import FLEET, HOST, registering, url_of, wait_exit, wait_ready
+from tests.test_registration import (
+    FLEET,
+    HOST,
+    registering,
+    strict_emulator,
+    url_of,
+    wait_exit,
+    wait_ready,
+)
+
+
+@pytest.fixture
+async def strict() -> AsyncIterator[Emulator]:
+    async with strict_emulator() as emulator:
+        yield emulator
+
 
 ROOT = Path(__file__).resolve().parent.parent
 GAME_SERVER = ROOT / "deploy" / "examples" / "game_server.py"
 START_SCRIPT = ROOT / "deploy" / "examples" / "start-game-server.sh"
 SHELL = shutil.which("dash") or shutil.which("sh") or "sh"
-
-
-@pytest.fixture
-async def strict() -> AsyncIterator[Emulator]:
-    emulator = Emulator(strict=True, fleets=[FLEET], location="custom-local")
-    async with run_server(emulator_server(emulator)) as url:
-        emulator.url = url  # type: ignore[attr-defined]
-        yield emulator
-    emulator.release_hangs()
 
 
 class Lines:

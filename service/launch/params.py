@@ -13,14 +13,7 @@ from urllib.parse import urlsplit
 from service import names
 from service.launch.client import BadAnswer
 
-# The answer's field -> the variable the server SDKs read it from.
-VARIABLES = {
-    "WebSocketUrl": "GAMELIFT_SDK_WEBSOCKET_URL",
-    "AuthToken": "GAMELIFT_SDK_AUTH_TOKEN",
-    "FleetId": "GAMELIFT_SDK_FLEET_ID",
-    "HostId": "GAMELIFT_SDK_HOST_ID",
-    "ProcessId": "GAMELIFT_SDK_PROCESS_ID",
-}
+VARIABLES = names.SDK_VARIABLES
 # The canonical hyphenated form, which is what the broker (and the Agent) hand out.
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 URL_MAX = 2048

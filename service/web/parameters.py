@@ -8,17 +8,11 @@ import uuid
 import orjson
 
 from service import errors
+from service.names import SDK_VARIABLES
 from service.tokens.token import Token
 from service.web.render import JSON_TYPE, NO_STORE, TEXT_TYPE, Headers, expiration_iso
 
-# JSON field -> the variable every server SDK 5 reads it from (they override ServerParameters).
-VARIABLES = {
-    "WebSocketUrl": "GAMELIFT_SDK_WEBSOCKET_URL",
-    "AuthToken": "GAMELIFT_SDK_AUTH_TOKEN",
-    "FleetId": "GAMELIFT_SDK_FLEET_ID",
-    "HostId": "GAMELIFT_SDK_HOST_ID",
-    "ProcessId": "GAMELIFT_SDK_PROCESS_ID",
-}
+VARIABLES = SDK_VARIABLES
 # What may stand inside single quotes in both sh and systemd's EnvironmentFile=: anything but
 # the quote itself, and (ours) no control character, no $ (environment.d expands it) and no
 # backslash, so no reader can disagree about what the value is. Every value is checked before
