@@ -118,6 +118,11 @@ def sim_rows(results: dict[str, Result], lifetime: float, refresh_window: float)
             target=f"<= {bound:.2f}" if judged else "report",
             ok=steady <= bound if judged else None,
         ))  # fmt: skip
+        lapsed = result.lapsed(POLICIES["broker"].cache.min_validity)
+        rows.append(Row(
+            "steady", f"{tag}: hosts whose token lapsed after the restart", f"{lapsed:,}",
+            target="0" if ours else "report", ok=lapsed == 0 if ours else None,
+        ))  # fmt: skip
         long_run = result.long_run_per_compute_hour()
         rows.append(Row(
             "steady", f"{tag}: accepted calls per compute-hour, long run",

@@ -89,6 +89,7 @@ class Account:
     level: float = field(init=False)
     at: float = 0.0
     calls: list[tuple[float, int, bool]] = field(default_factory=list)  # (time, host, throttled)
+    mints: list[tuple[float, int]] = field(default_factory=list)  # (time, host): a new token
     _current: dict[int, float] = field(default_factory=dict)  # host -> its token's expiry
 
     def __post_init__(self) -> None:
@@ -109,6 +110,7 @@ class Account:
         expires = self._current.get(host, 0.0)
         if expires - wall < REMINT_SECONDS:
             expires = self._current[host] = wall + self.lifetime
+            self.mints.append((now(), host))
         return expires
 
 
@@ -220,6 +222,7 @@ class Result:
     duration: float
     records: list[HostRecord]
     calls: list[tuple[float, int, bool]]
+    mints: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def all_ready(self) -> float | None:
@@ -282,6 +285,20 @@ class Result:
             below = sum(math.exp(-mean) * mean**k / math.factorial(k) for k in range(calls + 1))
             expected += max(0.0, 1 - below)
         return expected
+
+    def lapsed(self, min_validity: float) -> int:
+        """Hosts that held no token they could serve at some time after their first one: the
+        next new token came more than lifetime - min_validity after the last (or not before
+        the end). A refresh put off too long shows here."""
+        last: dict[int, float] = {}
+        lapsed = set()
+        usable = self.lifetime - min(min_validity, self.lifetime / 10)
+        for t, h in self.mints:
+            if h in last and t > last[h] + usable:
+                lapsed.add(h)
+            last[h] = t
+        lapsed.update(h for h, t in last.items() if self.duration > t + usable)
+        return len(lapsed)
 
     def gave_up(self) -> int:
         return sum(r.gave_up for r in self.records)
@@ -399,4 +416,6 @@ def simulate(
     finally:
         logging.disable(logging.NOTSET)
         prefetch.MAX_NAP_SECONDS = 1.0
-    return Result(policy.name, hosts, rate, lifetime, duration, records, account.calls)
+    return Result(
+        policy.name, hosts, rate, lifetime, duration, records, account.calls, account.mints
+    )
