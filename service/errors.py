@@ -79,6 +79,12 @@ class UpstreamNotFound(UpstreamError):
     status, code = 404, "NotFoundException"
 
 
+class UpstreamConflict(UpstreamError):
+    """RegisterCompute: the compute is registered already, perhaps with other attributes."""
+
+    status, code = 409, "ConflictException"
+
+
 class UpstreamBadGateway(UpstreamError):
     """UnsupportedRegion, a malformed answer, or any other error we cannot act on."""
 
@@ -97,6 +103,18 @@ class UpstreamThrottled(UpstreamUnavailable):
 
 class UpstreamTimeout(UpstreamUnavailable):
     code = "UpstreamTimeout"
+
+
+class NoSdkEndpoint(UpstreamBadGateway):
+    """GameLift knows the compute but gives no websocket URL for it (or it is unusable)."""
+
+    code = "NoSdkEndpoint"
+
+
+class NoComputeDirectory(BrokerError):
+    """The upstream cannot look computes up, and no websocket URL is configured."""
+
+    status, code = 503, "NoComputeDirectory"
 
 
 class BudgetExhausted(UpstreamUnavailable):

@@ -53,3 +53,13 @@ LOCATION_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # ArnStringModel (a game session id is an ARN).
 ID_STRING_RE = re.compile(r"[a-zA-Z0-9-]{1,48}")
 GAME_SESSION_ARN_RE = re.compile(r"[a-zA-Z0-9:/-]{1,512}")
+# The server SDK's websocket URL (GameLiftServiceSdkEndpoint, or TOKEN_BROKER_SDK_WEBSOCKET_URL):
+# ws:// or wss:// and RFC 3986's characters, less the ones that are not literal inside single
+# quotes in sh or systemd's EnvironmentFile= (', and $ which environment.d expands) and the
+# ones a shell would take apart unquoted. So it can be written single-quoted everywhere.
+SDK_ENDPOINT_MAX = 2048
+SDK_ENDPOINT_RE = re.compile(r"wss?://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+")
+
+
+def is_valid_sdk_endpoint(value: str) -> bool:
+    return len(value) <= SDK_ENDPOINT_MAX and SDK_ENDPOINT_RE.fullmatch(value) is not None

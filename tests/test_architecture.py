@@ -19,12 +19,24 @@ ALLOWED = {
     "config": {"names"},
     "tokens": {"names", "errors"},
     "ops": {"errors"},
-    "gamelift": {"tokens", "config", "names", "errors", "ops"},
-    "web": {"tokens", "config", "names", "errors", "ops"},
+    "computes": {"tokens", "names", "errors"},
+    "gamelift": {"tokens", "computes", "config", "names", "errors", "ops"},
+    "identity": {"names", "errors"},
+    "web": {"tokens", "computes", "config", "names", "errors", "ops", "identity"},
     "emulator": {"names", "listen"},
+    "launch": {"names"},
 }
+# The CLI's parts compose the others: they may import any part.
+COMPOSERS = ("__main__", "cli")
 # Outside packages only one part may import.
-OWNED = {"aioboto3": "gamelift", "aiobotocore": "gamelift", "botocore": "gamelift"}
+OWNED = {
+    "aioboto3": "gamelift",
+    "aiobotocore": "gamelift",
+    "botocore": "gamelift",
+    # The `kubernetes` extra: a broker without a caller identity never needs them.
+    "jwt": "identity",
+    "httpx": "identity",
+}
 HTTP = {"fastapi", "starlette", "uvicorn", "orjson"}
 
 
@@ -62,7 +74,7 @@ def imports(path: Path) -> set[str]:
 
 def test_the_rules_see_every_part() -> None:
     parts = {part_of(name) for name, _ in modules()}
-    assert parts == set(ALLOWED) | {"service", "__main__"}, "a new part needs its arrows"
+    assert parts == set(ALLOWED) | {"service", *COMPOSERS}, "a new part needs its arrows"
 
 
 @pytest.mark.parametrize(("module", "path"), modules(), ids=[name for name, _ in modules()])
@@ -73,7 +85,7 @@ def test_imports_follow_the_arrows(module: str, path: Path) -> None:
     for imported in imports(path):
         top = imported.split(".")[0]
         if top == "service":
-            if part == "__main__":
+            if part in COMPOSERS:
                 continue  # the CLI composes the parts: it may import any of them
             other = part_of(imported)
             if other in ("service", part):
@@ -82,23 +94,55 @@ def test_imports_follow_the_arrows(module: str, path: Path) -> None:
         elif top in OWNED:
             assert part == OWNED[top], f"{module} imports {imported}: only {OWNED[top]} may"
         elif top in HTTP:
-            allowed = ("web", "emulator", "__main__")
+            allowed = ("web", "emulator", "cli")
             assert part in allowed, f"{module} imports {imported}: HTTP is web's"
 
 
 def test_nothing_but_the_cli_imports_the_emulator() -> None:
     for module, path in modules():
-        if part_of(module) in ("emulator", "__main__"):
+        if part_of(module) in ("emulator", *COMPOSERS):
             continue
         assert not any(part_of(name) == "emulator" for name in imports(path) if "." in name)
 
 
-def test_the_cache_loads_neither_botocore_nor_fastapi() -> None:
+def test_the_caches_load_neither_botocore_nor_fastapi() -> None:
     # What the rules promise, seen from a fresh interpreter.
     probe = (
-        "import sys, service.tokens.cache, service.tokens.prefetch;"
+        "import sys, service.tokens.cache, service.tokens.prefetch, service.computes.endpoints,"
+        " service.computes.registration;"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'aioboto3',"
         " 'fastapi', 'starlette', 'uvicorn'});"
+        "print(heavy); sys.exit(bool(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "path"),
+    [(name, path) for name, path in modules() if part_of(name) in ("launch", "__main__")],
+    ids=[name for name, _ in modules() if part_of(name) in ("launch", "__main__")],
+)
+def test_the_launcher_and_the_entry_import_only_the_standard_library(
+    module: str, path: Path
+) -> None:
+    # `exec` starts a game server: it must start fast in an image that has only Python. The
+    # entry reaches the broker's CLI (and everything heavy) only past the `exec` branch.
+    allowed = {"service", "service.names", "service.launch", "service.cli"}
+    for imported in imports(path):
+        top = imported.split(".")[0]
+        if top == "service":
+            assert imported in allowed or imported.startswith("service.launch."), imported
+        else:
+            assert top in sys.stdlib_module_names, f"{module} imports {imported}"
+
+
+def test_only_a_caller_identity_loads_pyjwt_and_httpx() -> None:
+    # The guard imports service/identity/ only when TOKEN_BROKER_KUBERNETES_AUDIENCE is set,
+    # so a broker installed without the `kubernetes` extra still starts.
+    probe = (
+        "import sys, service.web.app, service.web.guard;"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'jwt', 'httpx'});"
         "print(heavy); sys.exit(bool(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

@@ -325,6 +325,29 @@ async def test_wait_for_calls_has_a_deadline(emulator: Emulator):
         await emulator.wait_for_calls(1, timeout=0.05)
 
 
+async def test_no_endpoint_fault_leaves_the_compute_without_its_sdk_endpoint(
+    emulator: Emulator, gamelift
+):
+    async with gamelift() as client:
+        described = await client.describe_compute(FleetId=FLEET, ComputeName=COMPUTE)
+        assert described["Compute"]["GameLiftServiceSdkEndpoint"].startswith("ws://")
+        emulator.set_fault("no_endpoint", count=1, action="DescribeCompute")
+        faulted = await client.describe_compute(FleetId=FLEET, ComputeName=COMPUTE)
+        assert "GameLiftServiceSdkEndpoint" not in faulted["Compute"]
+        assert faulted["Compute"]["ComputeName"] == COMPUTE  # the rest of the answer is whole
+    with pytest.raises(ValueError, match="applies to"):
+        emulator.set_fault("no_endpoint")  # GetComputeAuthToken has no Compute to shape
+
+
+async def test_conflict_fault_is_registercompute_s_conflict(emulator: Emulator, gamelift):
+    emulator.set_fault("conflict", count=1, action="RegisterCompute")
+    async with gamelift() as client:
+        with pytest.raises(client.exceptions.ConflictException):
+            await client.register_compute(
+                FleetId=FLEET, ComputeName=COMPUTE, IpAddress="10.0.0.1", Location="custom-local"
+            )
+
+
 async def test_set_fault_refuses_unknown_kinds_and_counts():
     emulator = Emulator()
     with pytest.raises(ValueError, match="unknown fault"):

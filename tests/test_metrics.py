@@ -37,6 +37,11 @@ def upstream_calls(samples) -> float:  # type: ignore[no-untyped-def]
     return sum(v for (n, _), v in samples.items() if n == "token_broker_upstream_calls_total")
 
 
+def token_calls(result: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    labels = (("operation", "GetComputeAuthToken"), ("result", result))
+    return "token_broker_upstream_calls_total", labels
+
+
 async def test_request_outcomes(broker: Broker, emulator: Emulator, clock: FakeClock) -> None:
     emulator.latency = 0.2
     results = await asyncio.gather(*(broker.token() for _ in range(10)))  # 1 miss, 9 collapsed
@@ -57,8 +62,13 @@ async def test_request_outcomes(broker: Broker, emulator: Emulator, clock: FakeC
     assert samples[("token_broker_cache_entries", ())] == 1
     assert samples[("token_broker_inflight_fetches", ())] == 0
     assert upstream_calls(samples) == emulator.calls == 2
-    assert samples[("token_broker_upstream_calls_total", (("result", "ok"),))] == 2
-    assert samples[("token_broker_upstream_latency_seconds_count", ())] == 2
+    assert samples[token_calls("ok")] == 2
+    assert (
+        samples[
+            ("token_broker_upstream_latency_seconds_count", (("operation", "GetComputeAuthToken"),))
+        ]
+        == 2
+    )
 
 
 async def test_upstream_calls_count_retries_and_errors(start_broker, emulator: Emulator) -> None:
@@ -70,11 +80,8 @@ async def test_upstream_calls_count_retries_and_errors(start_broker, emulator: E
         samples = await scrape(broker)
     assert emulator.calls == 4
     assert upstream_calls(samples) == 4
-    assert (
-        samples[("token_broker_upstream_calls_total", (("result", "InternalServiceException"),))]
-        == 2
-    )
-    assert samples[("token_broker_upstream_calls_total", (("result", "NotFoundException"),))] == 1
+    assert samples[token_calls("InternalServiceException")] == 2
+    assert samples[token_calls("NotFoundException")] == 1
     assert outcome(samples, "error") == 1
 
 
@@ -84,7 +91,7 @@ async def test_unparseable_answers_are_counted_too(start_broker, emulator: Emula
         assert (await broker.token()).status_code == 502
         samples = await scrape(broker)
     assert upstream_calls(samples) == emulator.calls == 1
-    assert samples[("token_broker_upstream_calls_total", (("result", "malformed"),))] == 1
+    assert samples[token_calls("malformed")] == 1
     assert outcome(samples, "error") == 1
 
 

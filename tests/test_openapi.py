@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.__main__ import openapi
+from service.cli import openapi
 from service.config import Settings
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.json"

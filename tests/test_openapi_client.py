@@ -51,3 +51,24 @@ async def test_the_generated_client_sends_the_caller_secret(
             await get_token(header_only)
         assert "401" in str(refused.value)
     assert emulator.calls == 1
+
+
+async def test_the_generated_client_sends_a_service_account_token(
+    start_broker, emulator: Emulator, tmp_path: Path, clock
+):
+    from tests.identity_helpers import AUDIENCE, ISSUER, Pod, claims, private_key, sign, write_jwks
+
+    keys = tmp_path / "jwks.json"
+    write_jwks(keys, k1=private_key("rsa"))
+    settings = {
+        "kubernetes_audience": AUDIENCE,
+        "kubernetes_issuer": ISSUER,
+        "kubernetes_jwks_file": str(keys),
+    }
+    async with start_broker(require_request_header=True, **settings) as broker:
+        api = client(broker)
+        jwt = sign(claims(Pod(name="host-1"), now=clock.now), private_key("rsa"), "k1")
+        api.authenticate(RequestHeader="true", ServiceAccountToken=jwt)
+        token = await get_token(api)
+        assert token.ComputeName == "host-1"  # type: ignore[attr-defined]
+    assert emulator.calls == 1

@@ -143,11 +143,12 @@ class PerCallerGuard:
     def check_peer(self, client: tuple[str, int] | None) -> None:
         self._inner.check_peer(client)  # type: ignore[attr-defined]
 
-    def check(self, headers: list[tuple[bytes, bytes]], key: tuple[str, str]) -> None:
-        self._inner.check(headers, key)  # type: ignore[attr-defined]
+    async def check(self, headers: list[tuple[bytes, bytes]], key: tuple[str, str]) -> float:
+        valid_for = await self._inner.check(headers, key)  # type: ignore[attr-defined]
         caller = dict(headers).get(b"x-caller")
         if (caller, key[0]) not in self.ALLOWED:
             raise errors.Forbidden("not this caller's fleet", code="FleetNotAllowed")
+        return valid_for  # type: ignore[no-any-return]
 
 
 async def per_caller(serve_tokens: bool) -> list[int]:

@@ -264,7 +264,7 @@ async def test_a_full_memo_keeps_what_it_holds(start_broker, emulator: Emulator)
             "query_string": b"",
             "headers": [(b"host", b"localhost")],
         }
-        front._remember_hit(scope, ("fleet-1", "c7"), False, None)
+        front._remember_hit(scope, ("fleet-1", "c7"), False, None, float("inf"))
         assert len(front._served) == len(front._passed) == 256
     assert emulator.calls == 256
 

@@ -38,6 +38,7 @@ def test_emulator_start_up_says_everything_once() -> None:
         "refresh_ahead": 900.0,
         "min_validity": 30.0,
         "max_entries": 10_000,
+        "max_bytes": 40 * 1024 * 1024,
         "max_inflight": 256,
         "deadline": 10.0,
         "failure_backoff_max": 5.0,

@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from service import errors
-from service.gamelift.classify import classify_client_error, parse_token
+from service.gamelift.classify import classify_client_error, parse_compute, parse_token
 from service.tokens.token import Token
 
 
@@ -33,6 +33,12 @@ def client_error(code: str, status: int = 400) -> ClientError:
         ("TooManyRequestsException", 429, errors.UpstreamThrottled, 503),
         ("ServiceUnavailable", 503, errors.UpstreamUnavailable, 503),
         ("UnrecognizedClientException", 400, errors.UpstreamBadGateway, 502),
+        # RegisterCompute's own: already registered; the fleet not ready yet; too many computes.
+        ("ConflictException", 400, errors.UpstreamConflict, 409),
+        ("NotReadyException", 400, errors.UpstreamUnavailable, 503),
+        # botocore counts it as throttling (some services throttle with it), and so do we:
+        # RegisterCompute then backs off and tries again, as botocore's own retries would.
+        ("LimitExceededException", 400, errors.UpstreamThrottled, 503),
     ],
 )
 def test_client_errors_are_classified_once(code: str, status: int, kind: type, http: int) -> None:
@@ -98,3 +104,41 @@ async def test_standard_aws_environment_reaches_the_emulator(
         token = await source.fetch("fleet-1", "c")
     assert token.auth_token == emulator.issued_tokens[-1]
     assert emulator.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("wss://us-west-2.example/sdk", "wss://us-west-2.example/sdk"),
+        (None, None),  # no endpoint: the caller decides (DescribeCompute: a 502 NoSdkEndpoint)
+        ("", None),
+    ],
+)
+def test_a_compute_answer_is_read_with_its_endpoint(
+    endpoint: str | None, expected: str | None
+) -> None:
+    compute: dict[str, object] = {"FleetId": "fleet-1", "ComputeName": "c", "IpAddress": "1.2.3.4"}
+    if endpoint is not None:
+        compute["GameLiftServiceSdkEndpoint"] = endpoint
+    record = parse_compute({"Compute": compute}, "fleet-1", "c")
+    assert (record.ip_address, record.location, record.endpoint) == ("1.2.3.4", None, expected)
+
+
+@pytest.mark.parametrize(
+    ("answer_", "kind"),
+    [
+        ({}, errors.UpstreamBadGateway),
+        ({"Compute": "nope"}, errors.UpstreamBadGateway),
+        (
+            {"Compute": {"GameLiftServiceSdkEndpoint": "https://not-a-websocket"}},
+            errors.NoSdkEndpoint,
+        ),
+        ({"Compute": {"GameLiftServiceSdkEndpoint": "wss://x/'; rm -rf ~"}}, errors.NoSdkEndpoint),
+    ],
+)
+def test_an_unusable_compute_answer_is_a_bad_gateway(
+    answer_: dict[str, object], kind: type
+) -> None:
+    with pytest.raises(kind) as caught:
+        parse_compute(answer_, "fleet-1", "c")
+    assert caught.value.status == 502

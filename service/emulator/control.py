@@ -10,7 +10,7 @@ from typing import Any
 
 from service.emulator import shapes
 from service.emulator.errors import ApiError, invalid
-from service.emulator.faults import ERROR_FAULTS, Faults
+from service.emulator.faults import ERROR_FAULTS, SHAPING, Faults
 from service.emulator.ratelimit import RateLimits
 from service.emulator.records import MAX_CALL_LOG, Compute, GameSession
 from service.emulator.sessions import Sessions
@@ -94,8 +94,10 @@ class ControlPlane:
         fault = self.faults.take(action)
         if self.latency:
             await asyncio.sleep(self.latency)
-        if fault is not None and fault != "expired":
+        if fault is not None and fault not in SHAPING:
             return await self._faulted(fault, request, receive)
+        if fault == "no_endpoint":
+            sdk_endpoint = ""  # rendered without GameLiftServiceSdkEndpoint
         answer = getattr(self, f"_{action}")(request, sdk_endpoint, fault)
         return 200, json.dumps(answer).encode(), AMZ_JSON
 
@@ -233,8 +235,9 @@ class ControlPlane:
             "ComputeStatus": compute.status,
             "Location": compute.location,
             "CreationTime": compute.created,
-            "GameLiftServiceSdkEndpoint": endpoint,
         }
+        if endpoint:
+            rendered["GameLiftServiceSdkEndpoint"] = endpoint
         if compute.dns_name is not None:
             rendered["DnsName"] = compute.dns_name
         return rendered

@@ -17,10 +17,23 @@ ERROR_FAULTS = {
     "unauthorized": (400, "UnauthorizedException"),
     "invalid_request": (400, "InvalidRequestException"),
     "unsupported_region": (400, "UnsupportedRegionException"),
+    "conflict": (400, "ConflictException"),
 }
-FAULTS = frozenset(ERROR_FAULTS) | {"hang", "garbage", "garbage_json", "bad_timestamp", "expired"}
+FAULTS = frozenset(ERROR_FAULTS) | {
+    "hang",
+    "garbage",
+    "garbage_json",
+    "bad_timestamp",
+    "expired",
+    "no_endpoint",
+}
 DEFAULT_ACTION = "GetComputeAuthToken"
 TOKEN_ONLY = frozenset({"bad_timestamp", "expired"})  # they shape a token answer
+# A Compute without GameLiftServiceSdkEndpoint (the model leaves every member optional).
+COMPUTE_ONLY = frozenset({"no_endpoint"})
+COMPUTE_ACTIONS = frozenset({"RegisterCompute", "DescribeCompute", "ListCompute"})
+# The faults that shape a well-formed answer rather than replace it.
+SHAPING = frozenset({"expired", "no_endpoint"})
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -49,6 +62,8 @@ class Faults:
             raise ValueError(f"unknown action {action!r}; one of {sorted(ACTIONS)}")
         if kind in TOKEN_ONLY and action != DEFAULT_ACTION:
             raise ValueError(f"the {kind} fault applies to {DEFAULT_ACTION} only")
+        if kind in COMPUTE_ONLY and action not in COMPUTE_ACTIONS:
+            raise ValueError(f"the {kind} fault applies to {sorted(COMPUTE_ACTIONS)} only")
         self.kind, self.remaining = kind, (count if kind else None)
         self.action = action
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -24,11 +24,9 @@ from botocore.parsers import ResponseParserError
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
 from service import errors
-from service.names import AUTH_TOKEN_RE
+from service.computes.directory import ComputeRecord
+from service.names import AUTH_TOKEN_RE, is_valid_sdk_endpoint
 from service.tokens.token import Token
-
-if TYPE_CHECKING:
-    from types_aiobotocore_gamelift.type_defs import GetComputeAuthTokenOutputTypeDef
 
 _MESSAGE_MAX = 200
 _throttle_checker = ThrottledRetryableChecker()
@@ -80,8 +78,11 @@ def classify_client_error(exc: ClientError) -> errors.UpstreamError:
             return errors.UpstreamNotFound(message)
         case "UnsupportedRegionException":
             return errors.UpstreamBadGateway(message, code=code)
-        case "InternalServiceException":
+        case "InternalServiceException" | "NotReadyException":
+            # NotReady (RegisterCompute): the fleet is still being made; it will be.
             return errors.UpstreamUnavailable(message, code=code)
+        case "ConflictException":
+            return errors.UpstreamConflict(message)
     if is_throttling(dict(exc.response)):
         return errors.UpstreamThrottled(message, code=code)
     if status >= 500:
@@ -90,13 +91,10 @@ def classify_client_error(exc: ClientError) -> errors.UpstreamError:
     return errors.UpstreamBadGateway(message, code=code)
 
 
-def parse_token(
-    response: GetComputeAuthTokenOutputTypeDef, fleet_id: str, compute_name: str
-) -> Token:
+def parse_token(answer: Mapping[str, object], fleet_id: str, compute_name: str) -> Token:
     """botocore does not raise on a garbage 200 body, so check the answer ourselves."""
     # The stubs type the answer GameLift's model promises; botocore's parser does not enforce it
     # (a key can be missing, a value of another JSON type), so every field is read as unchecked.
-    answer: Mapping[str, object] = response
     auth_token = answer.get("AuthToken")
     expiration = answer.get("ExpirationTimestamp")
     if not isinstance(auth_token, str) or not AUTH_TOKEN_RE.fullmatch(auth_token):
@@ -111,4 +109,34 @@ def parse_token(
         auth_token=auth_token,
         # .timestamp() is right whatever tzinfo botocore attached (it attaches tzlocal).
         expires_at=expiration.timestamp(),
+    )
+
+
+def parse_compute(
+    response: Mapping[str, object], fleet_id: str, compute_name: str
+) -> ComputeRecord:
+    """RegisterCompute's or DescribeCompute's Compute, checked as parse_token checks a token.
+
+    A missing endpoint is None (the caller says what that means); one that is there but not a
+    ws:// or wss:// URL we can hand on safely is GameLift answering something unusable.
+    """
+    compute = response.get("Compute")
+    if not isinstance(compute, Mapping):
+        raise errors.UpstreamBadGateway("GameLift answer has no Compute")
+
+    def text(name: str) -> str | None:
+        value = compute.get(name)
+        return value if isinstance(value, str) and value else None
+
+    endpoint = text("GameLiftServiceSdkEndpoint")
+    if endpoint is not None and not is_valid_sdk_endpoint(endpoint):
+        raise errors.NoSdkEndpoint("GameLift's GameLiftServiceSdkEndpoint is not a ws(s):// URL")
+    return ComputeRecord(
+        fleet_id=text("FleetId") or fleet_id,
+        compute_name=text("ComputeName") or compute_name,
+        ip_address=text("IpAddress"),
+        dns_name=text("DnsName"),
+        location=text("Location"),
+        status=text("ComputeStatus"),
+        endpoint=endpoint,
     )

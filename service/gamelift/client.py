@@ -1,10 +1,11 @@
-"""The aioboto3 GameLift client, on the standard AWS configuration chain, as a TokenSource."""
+"""The aioboto3 GameLift client, on the standard AWS configuration chain, as a TokenSource and
+a ComputeDirectory."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Any, cast
 from aioboto3 import Session
 from aiobotocore.config import AioConfig
 
+from service.computes.directory import ComputeRecord, Registration
 from service.config import Settings
-from service.gamelift.classify import classify, parse_token
+from service.gamelift.classify import classify, parse_compute, parse_token
 from service.ops.metrics import EventHook
 from service.tokens.token import Token
 
@@ -54,7 +56,8 @@ class UpstreamFacts:
 
 
 class GameLiftTokenSource:
-    """Calls GetComputeAuthToken through one long-lived aioboto3 client."""
+    """Calls GetComputeAuthToken (TokenSource), and DescribeCompute, RegisterCompute and
+    DeregisterCompute (ComputeDirectory), through one long-lived aioboto3 client."""
 
     def __init__(self, client: GameLiftClient, facts: UpstreamFacts) -> None:
         self._client = client
@@ -109,16 +112,48 @@ class GameLiftTokenSource:
             yield cls(client, facts)
 
     async def fetch(self, fleet_id: str, compute_name: str) -> Token:
-        try:
-            response = await self._client.get_compute_auth_token(
-                FleetId=fleet_id, ComputeName=compute_name
-            )
-        except Exception as exc:
-            error = classify(exc)
-            if error is None:
-                raise
-            raise error from exc
+        response = await _classified(
+            self._client.get_compute_auth_token, FleetId=fleet_id, ComputeName=compute_name
+        )
         return parse_token(response, fleet_id, compute_name)
+
+    async def describe(self, fleet_id: str, compute_name: str) -> ComputeRecord:
+        response = await _classified(
+            self._client.describe_compute, FleetId=fleet_id, ComputeName=compute_name
+        )
+        return parse_compute(response, fleet_id, compute_name)
+
+    async def register(self, registration: Registration) -> ComputeRecord:
+        optional = {
+            "IpAddress": registration.ip_address,
+            "DnsName": registration.dns_name,
+            "Location": registration.location,
+            "CertificatePath": registration.certificate_path,
+        }
+        response = await _classified(
+            self._client.register_compute,
+            FleetId=registration.fleet_id,
+            ComputeName=registration.compute_name,
+            **{name: value for name, value in optional.items() if value is not None},
+        )
+        return parse_compute(response, registration.fleet_id, registration.compute_name)
+
+    async def deregister(self, fleet_id: str, compute_name: str) -> None:
+        await _classified(
+            self._client.deregister_compute, FleetId=fleet_id, ComputeName=compute_name
+        )
+
+
+async def _classified(call: Callable[..., Awaitable[Any]], **params: str) -> Mapping[str, Any]:
+    """The call's answer; a botocore failure raised as its service.errors type."""
+    try:
+        response: Mapping[str, Any] = await call(**params)
+    except Exception as exc:
+        error = classify(exc)
+        if error is None:
+            raise
+        raise error from exc
+    return response
 
 
 def _endpoint_source(explicit: str | None) -> str:

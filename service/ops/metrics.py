@@ -32,6 +32,9 @@ KNOWN_RESULTS = frozenset(
         "UnsupportedRegionException",
         "ThrottlingException",
         "AccessDeniedException",
+        "ConflictException",
+        "NotReadyException",
+        "LimitExceededException",
         "connection_error",
         "malformed",
         "timeout",
@@ -40,6 +43,12 @@ KNOWN_RESULTS = frozenset(
     }
 )
 _ATTEMPT_STARTED = "token_broker_attempt_started"
+# The GameLift actions the broker calls, each a value of the upstream metrics' operation label.
+# Only GetComputeAuthToken spends the host's call budget (tokens/budget.py); the compute
+# actions have limits of their own at GameLift.
+OPERATIONS = ("GetComputeAuthToken", "DescribeCompute", "RegisterCompute", "DeregisterCompute")
+REGISTRATION_ACTIONS = ("register", "deregister")
+REGISTRATION_OUTCOMES = ("ok", "retry", "failed", "timeout", "skipped")
 
 # A handler for one of botocore's events (its name, the handler), given to the client by name
 # only: this module needs no botocore import.
@@ -65,14 +74,21 @@ class Metrics:
         self.registry.register(_RequestCounts(self.requests))
         self.upstream_calls = Counter(
             "token_broker_upstream_calls",
-            "HTTP requests sent to GameLift, retries included, by result.",
-            ["result"],
+            "HTTP requests sent to GameLift, retries included, by action and result.",
+            ["operation", "result"],
             registry=self.registry,
         )
         self.upstream_latency = Histogram(
             "token_broker_upstream_latency_seconds",
-            "Time of each HTTP request to GameLift.",
+            "Time of each HTTP request to GameLift, by action.",
+            ["operation"],
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.registrations = Counter(
+            "token_broker_compute_registrations",
+            "This host's RegisterCompute at start-up and DeregisterCompute on exit, by outcome.",
+            ["action", "outcome"],
             registry=self.registry,
         )
         self.cache_entries = Gauge(
@@ -97,8 +113,18 @@ class Metrics:
         self.inflight_fetches.set_function(inflight)
         self._remaining.read = remaining
 
+    def registration(self, action: str, outcome: str) -> None:
+        self.registrations.labels(action, outcome).inc()
+
     def upstream_hooks(self) -> list[EventHook]:
         """Handlers that see every HTTP attempt botocore makes, so counts match the upstream's."""
+        hooks: list[EventHook] = []
+        for operation in OPERATIONS:
+            hooks.extend(self._attempt_hooks(operation))
+        return hooks
+
+    def _attempt_hooks(self, operation: str) -> list[EventHook]:
+        latency = self.upstream_latency.labels(operation)
 
         def attempt_started(request: Any, **_: Any) -> None:
             # request-created fires once per attempt; its context is shared with the response.
@@ -112,21 +138,21 @@ class Metrics:
         ) -> None:
             started = context.pop(_ATTEMPT_STARTED, None)
             if started is not None:
-                self.upstream_latency.observe(time.perf_counter() - started)
-            self.upstream_calls.labels(attempt_result(parsed_response, exception)).inc()
+                latency.observe(time.perf_counter() - started)
+            self.upstream_calls.labels(operation, attempt_result(parsed_response, exception)).inc()
 
         def call_failed(context: dict[str, Any], **_: Any) -> None:
             # botocore raises some parse failures (a bad timestamp, say) before
             # response-received fires; the attempt was still sent, so it still counts.
             started = context.pop(_ATTEMPT_STARTED, None)
             if started is not None:
-                self.upstream_latency.observe(time.perf_counter() - started)
-                self.upstream_calls.labels("malformed").inc()
+                latency.observe(time.perf_counter() - started)
+                self.upstream_calls.labels(operation, "malformed").inc()
 
         return [
-            ("request-created.gamelift.GetComputeAuthToken", attempt_started),
-            ("response-received.gamelift.GetComputeAuthToken", attempt_finished),
-            ("after-call-error.gamelift.GetComputeAuthToken", call_failed),
+            (f"request-created.gamelift.{operation}", attempt_started),
+            (f"response-received.gamelift.{operation}", attempt_finished),
+            (f"after-call-error.gamelift.{operation}", call_failed),
         ]
 
 

@@ -50,6 +50,9 @@ class CachePolicy:
     refresh_ahead: float = 900.0
     min_validity: float = 30.0
     max_entries: int = 10_000
+    # The entries' memory, estimated from their lengths (entries.entry_bytes): whichever bound
+    # is met first evicts. The record of recent keys and the front's memos get a quarter each.
+    max_bytes: int = 40 * 1024 * 1024
     max_inflight: int = 256
     deadline: float = 10.0
     # A key whose fetch failed (and holds no token) is not fetched again for a jittered,
@@ -71,6 +74,11 @@ class CachePolicy:
         """How many keys' failures and evicted tokens the cache remembers."""
         return max(256, self.max_entries // 4)
 
+    @property
+    def recent_bytes(self) -> int:
+        """The bytes the record of recent keys may hold (evicted tokens, mostly)."""
+        return self.max_bytes // 4
+
 
 class TokenCache:
     """Serves tokens from memory; fetches through `source` at most once per key at a time."""
@@ -91,9 +99,9 @@ class TokenCache:
         self._render = render
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._entries = Entries(
-            maxsize=policy.max_entries, timer=self._now, evicted=self._remember_evicted
+            policy.max_entries, policy.max_bytes, timer=self._now, evicted=self._remember_evicted
         )
-        self._recent = Recent(policy.recent_keys)
+        self._recent = Recent(policy.recent_keys, policy.recent_bytes)
         self._budget = Budget(policy.upstream_rate, policy.upstream_burst, self._now)
         # One task per key being fetched. Waiters shield it; it removes itself when done, so an
         # error is shared by the callers of that one attempt but never cached.
@@ -178,11 +186,10 @@ class TokenCache:
         if trace is None:
             return None
         now = self._now()
-        if trace.evicted is not None:
-            entry, trace.evicted = trace.evicted, None
-            if now < entry.serve_until:
-                self._entries[key] = entry  # the most recently used again
-                return entry
+        entry = self._recent.take_evicted(trace)
+        if entry is not None and now < entry.serve_until:
+            self._entries[key] = entry  # the most recently used again
+            return entry
         if trace.error is not None and now < trace.retry_at:
             raise again(trace.error, trace.retry_at - now)
         return None
@@ -190,7 +197,7 @@ class TokenCache:
     def _remember_evicted(self, key: Key, entry: CacheEntry) -> None:
         # A caller cycling through more keys than the cache holds would otherwise make a call
         # each time it came back to one.
-        self._recent.trace(key).evicted = entry
+        self._recent.keep_evicted(key, entry)
 
     def _refresh_in_background(self, key: Key, entry: CacheEntry, now: float) -> None:
         if key in self._inflight or now < max(entry.retry_at, self._throttled_until):
@@ -362,7 +369,7 @@ class TokenCache:
             # error without a call, told truthfully when to come back.
             trace = self._recent.trace(key)
             trace.failures += 1
-            trace.evicted = None
+            self._recent.take_evicted(trace)
             retry_in = failure_delay(trace.failures, self._policy.failure_backoff_max, self._rng)
             trace.retry_at = now + retry_in
             trace.error = error

@@ -1,4 +1,8 @@
-"""What the cache holds: one entry per key, in a TLRU with a plain dict mirror for the hot path."""
+"""What the cache holds: one entry per key, in a TLRU with a plain dict mirror for the hot path.
+
+The TLRU is bounded in bytes as well as in entries: a key's names may be 1,536 characters, and
+its token's answer repeats them, so ten thousand entries can weigh 10 KB or 1 KB each.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,22 @@ from cachetools import TLRUCache
 
 from service.names import Key
 from service.tokens.token import Token
+
+# What one entry costs beyond the characters of its strings and the bytes its render hook made
+# (`nbytes`): the CacheEntry, its Token, the key tuple, the rendered object, every str and
+# bytes object's own header, and the entry's slots in the TLRU's dicts, links and heap and in
+# `held`. Measured once with tracemalloc (tests/test_memory.py checks it still holds); an
+# estimate from lengths costs nothing per insert, where sys.getsizeof's walk would.
+ENTRY_OVERHEAD = 1000
+
+
+def entry_bytes(entry: CacheEntry) -> int:
+    """The memory one held entry costs, estimated from its lengths: deterministic and cheap."""
+    token = entry.token
+    names = len(token.fleet_id) + len(token.compute_name)
+    # The key's own copies of the names (parsed from the request) and the token's.
+    strings = 2 * names + len(token.fleet_arn) + len(token.compute_arn) + len(token.auth_token)
+    return ENTRY_OVERHEAD + strings + getattr(entry.rendered, "nbytes", 0)
 
 
 @dataclass(slots=True)
@@ -48,14 +68,28 @@ class Entries(TLRUCache[Key, CacheEntry]):
 
     def __init__(
         self,
-        maxsize: int,
+        max_entries: int,
+        max_bytes: int,
         timer: Callable[[], float],
         evicted: Callable[[Key, CacheEntry], None] | None = None,
     ) -> None:
+        # One size bound for both: every entry counts at least max_bytes/max_entries, so no more
+        # than max_entries fit, and no more than about max_bytes of them. The TLRU evicts the
+        # least recently used until a new one fits, whichever bound it meets.
+        self.unit = -(-max_bytes // max_entries)
         # Each entry's time to use is its own serve_until, on the same clock as the timer.
-        super().__init__(maxsize=maxsize, ttu=_serve_until, timer=timer)
+        super().__init__(
+            maxsize=self.unit * max_entries,
+            ttu=_serve_until,
+            timer=timer,
+            getsizeof=self.charge,
+        )
         self.held: dict[Key, CacheEntry] = {}
         self._evicted = evicted
+
+    def charge(self, entry: CacheEntry) -> int:
+        """What an entry counts against the bound: its bytes, or its share of the entries."""
+        return max(self.unit, entry_bytes(entry))
 
     def __setitem__(self, key: Key, value: CacheEntry) -> None:
         super().__setitem__(key, value)

@@ -40,6 +40,12 @@ MAX_KNOWN_HEADER_SET_BYTES = 2048
 # ten thousand keys each is hit every second or so; tokens live an hour, and eviction only has
 # to tell the keys in use from the ones forgotten.
 TOUCH_SECONDS = 30.0
+# What one remembered path and one verdict cost beyond the characters of the raw path and the
+# key's names: the objects, their headers and their dict slots (tracemalloc, as the cache's
+# ENTRY_OVERHEAD). A percent-encoded path is up to 4 KiB, so the memos are bounded in bytes
+# too: each gets half of the front's share of TOKEN_BROKER_CACHE_MAX_BYTES.
+SERVED_OVERHEAD = 270
+VERDICT_OVERHEAD = 100
 HeaderSet = tuple[tuple[bytes, bytes], ...]
 # A verdict of the guard holds for one key and one header set together: a check may depend on
 # both (a per-fleet secret, a caller allowed one compute), so neither memo answers for the other.
@@ -67,7 +73,14 @@ class Served:
 
 
 class Front:
-    def __init__(self, app: Any, *, serve_tokens: bool = True, max_paths: int = 10_000) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        serve_tokens: bool = True,
+        max_paths: int = 10_000,
+        max_bytes: int = 10 * 1024 * 1024,
+    ) -> None:
         self.app = app  # the FastAPI app; its state holds the cache once the lifespan has run
         # False leaves every request to FastAPI: the tests run both ways and compare.
         self._serve_tokens = serve_tokens
@@ -77,8 +90,12 @@ class Front:
         # time, so a replaced or evicted one is never served.
         self._served: dict[bytes, Served] = {}
         self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
-        # (key, header set) that passed the size bounds and the guard -> (wants text, epoch).
-        self._passed: dict[Verdict, tuple[bool, object]] = {}
+        self._max_memo_bytes = max_bytes // 2  # for each of the two memos
+        self._served_bytes = self._passed_bytes = 0
+        # (key, header set) that passed the size bounds and the guard -> (wants text, epoch,
+        # until): the verdict stands while the guard's epoch is the same object, and until
+        # that time on the cache's clock (when a caller's identity token expires; else inf).
+        self._passed: dict[Verdict, tuple[bool, object, float]] = {}
         # One copy of each remembered header set, shared by the verdicts of every key it asked
         # for: ten thousand keys asked for by one client hold one set, not ten thousand.
         self._header_sets: dict[HeaderSet, HeaderSet] = {}
@@ -112,6 +129,8 @@ class Front:
                     and (client is None or client[0] in self._peers)
                     # With a caller secret, a verdict holds only while that secret does.
                     and (self._epoch is None or passed[1] is self._epoch())
+                    # With a caller identity, only while its token is valid.
+                    and now < passed[2]
                 ):
                     if now >= served.touch_at:
                         self._cache.peek(key)  # a use, in the TLRU's LRU order
@@ -165,7 +184,8 @@ class Front:
         epoch = self._guard.epoch() if entry is not None else None
         try:
             self._guard.check_peer(scope.get("client"))
-            self._guard.check(headers, key)
+            valid_for = await self._guard.check(headers, key)
+            until = self._clock() + valid_for
             if entry is None:
                 entry, outcome = await self._cache.lookup(*key)
         except Exception as exc:  # mapped to its answer in one place, for the route too
@@ -181,7 +201,7 @@ class Front:
         await send({"type": "http.response.body", "body": rendered.text if text else rendered.json})
         self._recorder.served(key[0], key[1], outcome, started, scope)
         if outcome is Outcome.HIT and self._remember:
-            self._remember_hit(scope, key, text, epoch)
+            self._remember_hit(scope, key, text, epoch, until)
 
     def _bind(self, state: Any) -> None:
         self._cache, self._guard, self._recorder = state.cache, state.guard, state.recorder
@@ -193,15 +213,25 @@ class Front:
         # Memo hits are counted, not logged; with a line per request they take the checked path.
         self._remember = not self._recorder.logs_every_request
 
-    def _remember_hit(self, scope: Scope, key: Key, text: bool, epoch: object) -> None:
+    def _remember_hit(
+        self, scope: Scope, key: Key, text: bool, epoch: object, until: float
+    ) -> None:
         raw_path = scope.get("raw_path")
         if raw_path is None or scope["query_string"]:
             return
         # Emptied when a new one would not fit, so a flood of distinct paths or header sets
         # cannot grow them; one already held is only refreshed (emptying then would make every
         # path take the checked way again, and each of those would empty the verdicts in turn).
-        if raw_path not in self._served and len(self._served) >= self._max_paths:
-            self._served.clear()
+        names = len(key[0]) + len(key[1])
+        if raw_path not in self._served:
+            cost = SERVED_OVERHEAD + len(raw_path) + names
+            if (
+                len(self._served) >= self._max_paths
+                or self._served_bytes + cost > self._max_memo_bytes
+            ):
+                self._served.clear()
+                self._served_bytes = 0
+            self._served_bytes += cost
         self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
         headers = tuple(scope["headers"])
         if header_bytes(headers) > MAX_KNOWN_HEADER_SET_BYTES:
@@ -212,11 +242,20 @@ class Front:
                 # Verdicts hold their sets: both go, so neither can grow past its bound.
                 self._header_sets.clear()
                 self._passed.clear()
+                self._passed_bytes = 0
             shared = self._header_sets[headers] = headers
         verdict = (key, shared)
-        if verdict not in self._passed and len(self._passed) >= self._max_paths:
-            self._passed.clear()
-        self._passed[verdict] = (text, epoch)
+        if verdict not in self._passed:
+            # The names too: a verdict keeps its key alive after the path memo is emptied.
+            cost = VERDICT_OVERHEAD + names
+            if (
+                len(self._passed) >= self._max_paths
+                or self._passed_bytes + cost > self._max_memo_bytes
+            ):
+                self._passed.clear()
+                self._passed_bytes = 0
+            self._passed_bytes += cost
+        self._passed[verdict] = (text, epoch, until)
 
 
 def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:

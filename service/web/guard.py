@@ -9,13 +9,21 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service import errors
 from service.config import Settings
 from service.names import Key
+
+if TYPE_CHECKING:
+    from service.identity.jwks import JwksUrl, KeySource
+    from service.identity.rules import FleetRules
+    from service.identity.verify import TokenVerifier
 
 log = logging.getLogger("service.guard")
 
@@ -66,12 +74,59 @@ class SecretFile:
         return self._secret
 
 
+class CallerIdentity:
+    """TOKEN_BROKER_KUBERNETES_*: the token verified, then the rules applied.
+
+    Built only when an audience is set, so a broker without it never imports PyJWT or httpx
+    (the `kubernetes` extra).
+    """
+
+    def __init__(
+        self, settings: Settings, wall: Callable[[], float], monotonic: Callable[[], float]
+    ) -> None:
+        from service.identity.jwks import JwksFile, JwksUrl
+        from service.identity.rules import FleetRules
+        from service.identity.verify import TokenVerifier
+
+        assert settings.kubernetes_audience and settings.kubernetes_issuer  # the settings check
+        self.url: JwksUrl | None = None
+        self.keys: KeySource
+        if settings.kubernetes_jwks_file is not None:
+            self.keys = JwksFile(settings.kubernetes_jwks_file)
+        else:
+            assert settings.kubernetes_jwks_url is not None
+            self.keys = self.url = JwksUrl(
+                settings.kubernetes_jwks_url,
+                token_file=settings.kubernetes_token_file,
+                ca_file=settings.kubernetes_ca_file,
+                refresh_seconds=settings.kubernetes_jwks_refresh_seconds,
+                monotonic=monotonic,
+            )
+        self.verifier: TokenVerifier = TokenVerifier(
+            self.keys,
+            audience=settings.kubernetes_audience,
+            issuer=settings.kubernetes_issuer,
+            wall=wall,
+        )
+        self.rules: FleetRules = FleetRules(settings.kubernetes_fleet_rules)
+
+
 class RequestGuard:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._require_header = settings.require_request_header
         self._hosts = LOOPBACK_HOSTS | {host.lower().encode() for host in settings.allowed_hosts}
         self._fleets = frozenset(settings.allowed_fleets)
         self._secret = SecretFile(settings.auth_token_file) if settings.auth_token_file else None
+        self._wall = wall
+        self.identity = (
+            CallerIdentity(settings, wall, monotonic) if settings.kubernetes_audience else None
+        )
         self._peers = [ipaddress.ip_network(peer, strict=False) for peer in settings.allowed_peers]
         # Peer addresses that passed: the front's hit path looks a peer up here on every hit,
         # since the peer is not part of the header set its memo of verdicts is keyed by.
@@ -100,16 +155,30 @@ class RequestGuard:
 
     @property
     def rotates(self) -> bool:
-        """Whether check() can change its verdict on the same request: only a secret rotates."""
-        return self._secret is not None
+        """Whether check() can change its verdict on the same request when what it checks
+        against changes: a secret or the cluster's keys."""
+        return self._secret is not None or self.identity is not None
 
     def epoch(self) -> object:
-        """The secret in force (None without one). A verdict of check() stands while this is
-        the same object: a new secret is a new object."""
+        """The secret or the key set in force (None without either). A verdict of check()
+        stands while this is the same object: a new secret or key set is a new object."""
+        if self.identity is not None:
+            return self.identity.keys.current()
         return None if self._secret is None else self._secret.current()
 
-    def check(self, headers: Iterable[tuple[bytes, bytes]], key: Key) -> None:
-        """Raise the error this request gets, or return if `key`'s token may be given.
+    async def start(self) -> None:
+        """At start-up (the app's lifespan): fetch the cluster's keys, if from a URL."""
+        if self.identity is not None and self.identity.url is not None:
+            await self.identity.url.start()
+
+    async def close(self) -> None:
+        if self.identity is not None and self.identity.url is not None:
+            await self.identity.url.close()
+
+    async def check(self, headers: Iterable[tuple[bytes, bytes]], key: Key) -> float:
+        """Raise the error this request gets, or return how many more seconds the verdict
+        holds if `key`'s token may be given: for ever (inf) but with a caller identity, whose
+        verdict ends when its token does.
 
         `headers` are the ASGI scope's: lower-case names, raw values. A verdict holds for these
         headers and this key together (the front remembers it so).
@@ -128,8 +197,7 @@ class RequestGuard:
             elif name in PROXY_HEADERS:
                 # A proxy in front means the caller is not a local process; tokens stay local.
                 raise errors.Forbidden("proxied requests are refused", code="ProxiedRequest")
-        if _host_name(host) not in self._hosts:
-            raise errors.Forbidden("Host is not a local name", code="HostNotAllowed")
+        self._check_host_name(host)
         # Like Metadata-Flavor or X-Vault-Request: a browser or an SSRF-able service can't add it.
         if self._require_header and (guard is None or guard.lower() != b"true"):
             raise errors.Forbidden(
@@ -137,10 +205,41 @@ class RequestGuard:
             )
         if self._secret is not None and not self._secret_matches(authorization):
             raise errors.Unauthenticated("missing or wrong caller secret")
+        if self.identity is None:
+            self._check_fleet(key)
+            return math.inf
+        # Who the caller is before what it may have: a 401 says nothing about the key.
+        scheme, _, token = (authorization or b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            raise errors.Unauthenticated(
+                "send Authorization: Bearer <projected ServiceAccount token>"
+            )
+        caller = await self.identity.verifier.verify(token.strip())
+        self._check_fleet(key)
+        self.identity.rules.authorize(caller, key)
+        return max(0.0, caller.expires_at - self._wall())
+
+    def _check_fleet(self, key: Key) -> None:
         if self._fleets and key[0] not in self._fleets:
             raise errors.Forbidden(
                 "fleet is not in TOKEN_BROKER_ALLOWED_FLEETS", code="FleetNotAllowed"
             )
+
+    def check_page(
+        self, client: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        """For a page a browser opens (the docs): the peer and the Host, so DNS rebinding and
+        remote peers are refused; not the guard header or the secret, which a browser cannot
+        send to a page it is told to open."""
+        self.check_peer(client)
+        hosts = [value for name, value in headers if name == b"host"]
+        if len(hosts) > 1:
+            raise errors.Forbidden("more than one Host header", code="HostNotAllowed")
+        self._check_host_name(hosts[0] if hosts else b"")
+
+    def _check_host_name(self, host: bytes) -> None:
+        if _host_name(host) not in self._hosts:
+            raise errors.Forbidden("Host is not a local name", code="HostNotAllowed")
 
     def _secret_matches(self, authorization: bytes | None) -> bool:
         assert self._secret is not None

@@ -20,11 +20,21 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         "scheme": "bearer",
         "description": "The caller secret, when the broker has one (TOKEN_BROKER_AUTH_TOKEN_FILE).",
     },
+    "ServiceAccountToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A projected Kubernetes ServiceAccount token for the audience in"
+        " TOKEN_BROKER_KUBERNETES_AUDIENCE, when the broker has one (a DaemonSet): the pod"
+        " gets the token of the compute named after itself only.",
+    },
 }
-# The header and the secret, or the header alone: OpenAPI's list is a choice of sets, and
-# clients take the first they can satisfy, so the fuller one comes first.
+# The header with the secret or the ServiceAccount token (a broker takes one or the other,
+# never both), or the header alone: OpenAPI's list is a choice of sets, and clients take the
+# first they can satisfy, so the fuller ones come first.
 TOKEN_SECURITY: list[dict[str, list[str]]] = [
     {"RequestHeader": [], "CallerSecret": []},
+    {"RequestHeader": [], "ServiceAccountToken": []},
     {"RequestHeader": []},
 ]
 

@@ -36,6 +36,12 @@ class RenderedToken:
     def text_headers(self) -> Headers:
         return self.text_start["headers"]  # type: ignore[no-any-return]
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes this token's answers hold (the starts are shared): the cache's size bound
+        counts them."""
+        return len(self.json) + len(self.text)
+
     def __repr__(self) -> str:
         return "RenderedToken(<secret>)"  # every field holds the token
 

@@ -114,7 +114,12 @@ def uvicorn_config(
     app: Any, settings: Settings, *, serve_tokens: bool = True, **overrides: Any
 ) -> uvicorn.Config:
     """uvicorn's settings for the broker, with the hit path in front of the FastAPI app."""
-    front = Front(app, serve_tokens=serve_tokens, max_paths=settings.cache_max_entries)
+    front = Front(
+        app,
+        serve_tokens=serve_tokens,
+        max_paths=settings.cache_max_entries,
+        max_bytes=settings.cache_max_bytes // 4,
+    )
     return uvicorn.Config(front, **_options(settings, overrides))
 
 

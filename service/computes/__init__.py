@@ -1,0 +1,1 @@
+"""Computes: the per-compute websocket URL, and this host's own registration."""

@@ -1,0 +1,1 @@
+"""Caller identity: Kubernetes ServiceAccount tokens verified against the cluster's keys."""
