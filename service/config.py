@@ -433,6 +433,7 @@ class Settings(_RegisterSetting, BaseSettings):
     def register_key(self) -> Key | None:
         return None if self.register is None else parse_key(self.register)
 
+    @property
     def kubernetes_fleet_rules(self) -> dict[Selector, frozenset[str]]:
         return dict(parse_fleet_rule(item) for item in self.kubernetes_fleets)
 
