@@ -89,6 +89,7 @@ class Account:
     level: float = field(init=False)
     at: float = 0.0
     calls: list[tuple[float, int, bool]] = field(default_factory=list)  # (time, host, throttled)
+    mints: list[tuple[float, int]] = field(default_factory=list)  # (time, host): a new token
     _current: dict[int, float] = field(default_factory=dict)  # host -> its token's expiry
 
     def __post_init__(self) -> None:
@@ -109,6 +110,7 @@ class Account:
         expires = self._current.get(host, 0.0)
         if expires - wall < REMINT_SECONDS:
             expires = self._current[host] = wall + self.lifetime
+            self.mints.append((now(), host))
         return expires
 
 
@@ -220,6 +222,7 @@ class Result:
     duration: float
     records: list[HostRecord]
     calls: list[tuple[float, int, bool]]
+    mints: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def all_ready(self) -> float | None:
@@ -249,6 +252,53 @@ class Result:
         bins = Counter(int(t) for t, _, _ in self.calls if t >= after)
         throttled = sum(1 for t, _, thr in self.calls if t >= after and thr)
         return max(bins.values(), default=0), throttled
+
+    def long_run_per_compute_hour(self) -> float:
+        """Accepted calls per compute-hour as the fleet settles: 3600 over the mean gap between
+        a host's accepted calls after its first token. Unlike steady_per_compute_hour() it does
+        not depend on how many refreshes the run's end happens to cut off."""
+        last: dict[int, float] = {}
+        gaps = []
+        for t, h, throttled in self.calls:
+            if throttled:
+                continue
+            if h in last:
+                gaps.append(t - last[h])
+            last[h] = t
+        return 3600 * len(gaps) / sum(gaps) if gaps else math.nan
+
+    def seconds_over(self, calls: float, after: float) -> int:
+        """How many whole seconds from `after` on saw more than `calls` calls."""
+        bins = Counter(int(t) for t, _, _ in self.calls if t >= after)
+        return sum(1 for n in bins.values() if n > calls)
+
+    def poisson_seconds_over(self, calls: int, after: float, window: int = 60) -> float:
+        """How many seconds over `calls` independent hosts would give by chance alone: the sum,
+        over each second from `after` on, of P(Poisson(local mean) > calls), the local mean
+        being the calls per second in the `window` s around it."""
+        bins = Counter(int(t) for t, _, _ in self.calls if t >= after)
+        counts = [bins.get(s, 0) for s in range(int(after), int(self.duration) + 1)]
+        expected = 0.0
+        for i in range(len(counts)):
+            lo, hi = max(0, i - window // 2), min(len(counts), i + window // 2)
+            mean = sum(counts[lo:hi]) / (hi - lo)
+            below = sum(math.exp(-mean) * mean**k / math.factorial(k) for k in range(calls + 1))
+            expected += max(0.0, 1 - below)
+        return expected
+
+    def lapsed(self, min_validity: float) -> int:
+        """Hosts that held no token they could serve at some time after their first one: the
+        next new token came more than lifetime - min_validity after the last (or not before
+        the end). A refresh put off too long shows here."""
+        last: dict[int, float] = {}
+        lapsed = set()
+        usable = self.lifetime - min(min_validity, self.lifetime / 10)
+        for t, h in self.mints:
+            if h in last and t > last[h] + usable:
+                lapsed.add(h)
+            last[h] = t
+        lapsed.update(h for h, t in last.items() if self.duration > t + usable)
+        return len(lapsed)
 
     def gave_up(self) -> int:
         return sum(r.gave_up for r in self.records)
@@ -366,4 +416,6 @@ def simulate(
     finally:
         logging.disable(logging.NOTSET)
         prefetch.MAX_NAP_SECONDS = 1.0
-    return Result(policy.name, hosts, rate, lifetime, duration, records, account.calls)
+    return Result(
+        policy.name, hosts, rate, lifetime, duration, records, account.calls, account.mints
+    )

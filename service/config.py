@@ -112,7 +112,9 @@ class Settings(_RegisterSetting, BaseSettings):
         # The broker reads no .env file and no secrets directory: the environment only.
         return init_settings, PrefixedEnvSource(settings_cls)
 
-    refresh_ahead_seconds: float = Field(300.0, gt=0)
+    # GameLift's re-mint point (15 minutes), the widest window that never brings back the same
+    # token; a narrower one keeps a fleet that restarted together refreshing together.
+    refresh_ahead_seconds: float = Field(900.0, gt=0)
     min_validity_seconds: float = Field(30.0, ge=0)
     refresh_spread: float = Field(0.8, ge=0, le=1)
     cache_max_entries: int = Field(10_000, ge=1)

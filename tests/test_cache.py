@@ -10,7 +10,7 @@ import time
 import pytest
 
 from service import errors
-from service.tokens.cache import CachePolicy, Outcome, TokenCache
+from service.tokens.cache import REMINT_SECONDS, CachePolicy, Outcome, TokenCache
 from service.tokens.token import Token
 from tests.helpers import FakeClock, FakeSource, eventually
 
@@ -663,6 +663,56 @@ async def test_refresh_points_spread_over_the_window(source: FakeSource, clock: 
     points = [entry.refresh_at for entry in entries]
     assert all(opens <= point <= latest for point in points)
     assert max(points) - min(points) > 0.8 * (latest - opens)  # spread, not in lockstep
+
+
+async def test_the_default_window_is_what_gamelift_mints_anew_in(
+    source: FakeSource, clock: FakeClock
+) -> None:
+    # The defaults, but for a budget that 200 keys at once would spend.
+    policy = CachePolicy(upstream_rate=1e9, upstream_burst=1e9)
+    cache = TokenCache(source, policy, clocks=clock.clocks, rng=random.Random(7))
+    entries = [(await cache.lookup("fleet-1", f"k{n}"))[0] for n in range(200)]
+    points = [entry.expires_at - entry.refresh_at for entry in entries]  # seconds left then
+    # Never before GameLift would hand back the same token, never past the minimum validity...
+    assert all(policy.min_validity < left <= REMINT_SECONDS for left in points)
+    # ...and over most of that: a fleet restarted together spreads its refreshes that wide.
+    usable = REMINT_SECONDS - policy.min_validity
+    assert max(points) - min(points) > 0.9 * policy.refresh_spread * usable
+
+
+async def test_a_throttled_refresh_draws_a_new_point_in_what_is_left(clock: FakeClock) -> None:
+    # 200 hosts (a cache each: the throttle back-off is host-wide) refresh together and are
+    # throttled together.
+    source = FakeSource(clock)
+    caches = []
+    for n in range(200):
+        cache = make_cache(source, clock)
+        cache._rng = random.Random(n)
+        await cache.lookup(*KEY)
+        caches.append(cache)
+    clock.advance(3600 - 200)  # in the window: 200 s left, 170 s until the minimum validity
+    source.error = errors.UpstreamThrottled("Rate exceeded")
+    retries = []
+    for cache in caches:
+        entry, outcome = await cache.lookup(*KEY)
+        assert outcome is Outcome.STALE  # the working token is still served
+        await settle(cache)
+        retries.append(entry.retry_at - clock.mono)
+    assert source.calls == 400
+    # Each comes back at a point of its own in the first half of what is left (never sooner
+    # than the 1 s back-off), not all within the same couple of seconds.
+    assert all(1.0 <= retry <= 170 / 2 for retry in retries), (min(retries), max(retries))
+    assert sum(retry > 4.0 for retry in retries) > 150
+    assert max(retries) - min(retries) > 0.8 * 170 / 2
+    # Until then a request starts nothing; from then on, one refresh.
+    cache, retry = caches[0], retries[0]
+    clock.advance(retry - 0.5)
+    assert await lookups(cache, 5) == {("token-1", Outcome.STALE)}
+    assert source.calls == 400
+    source.error = None
+    clock.advance(0.5)
+    await lookups(cache, 1)
+    assert source.calls == 401 and cache.entry(KEY).token.auth_token == "token-401"  # type: ignore[union-attr]
 
 
 async def test_the_record_of_recent_keys_is_bounded(source: FakeSource, clock: FakeClock) -> None:

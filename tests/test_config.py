@@ -10,7 +10,7 @@ from service.config import Settings, describe_error
 
 def test_defaults() -> None:
     settings = Settings()
-    assert settings.refresh_ahead_seconds == 300
+    assert settings.refresh_ahead_seconds == 900  # GameLift re-mints under 15 minutes left
     assert settings.min_validity_seconds == 30
     assert settings.upstream_deadline_seconds == 10
     assert settings.require_request_header is True
@@ -58,7 +58,7 @@ def test_bad_value_names_the_setting_in_one_line(
 
 
 def test_windows_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TOKEN_BROKER_MIN_VALIDITY_SECONDS", "600")
+    monkeypatch.setenv("TOKEN_BROKER_MIN_VALIDITY_SECONDS", "900")  # the window's default
     with pytest.raises(ValidationError) as caught:
         Settings()
     message = describe_error(caught.value)

@@ -35,7 +35,7 @@ def test_emulator_start_up_says_everything_once() -> None:
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", str(start["endpoint"]))
     assert start["credentials"] == "explicit"  # botocore's name for keys given in code
     assert start["cache"] == {
-        "refresh_ahead": 300.0,
+        "refresh_ahead": 900.0,
         "min_validity": 30.0,
         "max_entries": 10_000,
         "max_bytes": 40 * 1024 * 1024,

@@ -50,12 +50,12 @@ class Sdk:
         self.socket = socket
         self.waiting: dict[str, asyncio.Future[dict[str, object]]] = {}
 
-    async def call(self, action: str, timeout: float, **fields: object) -> dict[str, object]:
+    async def call(self, action: str, wait: float, **fields: object) -> dict[str, object]:
         request_id = str(uuid.uuid4())
         reply = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = reply
         await self.socket.send(json.dumps({"Action": action, "RequestId": request_id, **fields}))
-        return await asyncio.wait_for(reply, timeout)
+        return await asyncio.wait_for(reply, wait)
 
 
 async def serve(sdk_values: dict[str, str], port: int) -> int:
