@@ -468,4 +468,8 @@ def describe_error(error: ValidationError) -> str:
 
 def _closest(field: str) -> str:
     match = difflib.get_close_matches(field.lower(), Settings.model_fields, n=1, cutoff=0.6)
-    return f"; did you mean {PREFIX}{match[0].upper()}?" if match else " (the settings: docs/operations.md)"
+    return (
+        f"; did you mean {PREFIX}{match[0].upper()}?"
+        if match
+        else " (the settings: docs/operations.md)"
+    )

@@ -90,4 +90,7 @@ def test_an_unknown_setting_with_no_near_name(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("GAMELIFT_TOKEN_BROKER_URL", "http://127.0.0.1:8787")  # not ours
     with pytest.raises(ValidationError) as caught:
         Settings()
-    assert describe_error(caught.value) == "unknown setting TOKEN_BROKER_ZZZ (the settings: docs/operations.md)"
+    assert (
+        describe_error(caught.value)
+        == "unknown setting TOKEN_BROKER_ZZZ (the settings: docs/operations.md)"
+    )
