@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.types import Receive, Scope, Send
 
@@ -50,6 +50,32 @@ HeaderSet = tuple[tuple[bytes, bytes], ...]
 # A verdict of the guard holds for one key and one header set together: a check may depend on
 # both (a per-fleet secret, a caller allowed one compute), so neither memo answers for the other.
 Verdict = tuple[Key, HeaderSet]
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(dict[K, V]):
+    """A dict bounded by entries and by bytes, emptied when a new entry would not fit, so a
+    flood of distinct keys cannot grow it. One already held is only refreshed: emptying then
+    would make every path take the checked way again, and each of those would empty it in
+    turn. Lookups are the plain dict's."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+
+    def remember(self, key: K, value: V, cost: int) -> None:
+        if key not in self:
+            if len(self) >= self.max_entries or self.nbytes + cost > self.max_bytes:
+                self.clear()
+            self.nbytes += cost
+        self[key] = value
+
+    def clear(self) -> None:
+        super().clear()
+        self.nbytes = 0
 
 
 def token_key(path: str) -> Key | None:
@@ -88,14 +114,12 @@ class Front:
         # the checked path, which fills them. Raw paths that were served a hit: a path in here
         # is well formed and within the size bound. The entry itself comes from the cache each
         # time, so a replaced or evicted one is never served.
-        self._served: dict[bytes, Served] = {}
-        self._max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)
-        self._max_memo_bytes = max_bytes // 2  # for each of the two memos
-        self._served_bytes = self._passed_bytes = 0
+        max_paths = max(max_paths, MAX_KNOWN_HEADER_SETS)  # each memo, and half the bytes each
+        self._served: Memo[bytes, Served] = Memo(max_paths, max_bytes // 2)
         # (key, header set) that passed the size bounds and the guard -> (wants text, epoch,
         # until): the verdict stands while the guard's epoch is the same object, and until
         # that time on the cache's clock (when a caller's identity token expires; else inf).
-        self._passed: dict[Verdict, tuple[bool, object, float]] = {}
+        self._passed: Memo[Verdict, tuple[bool, object, float]] = Memo(max_paths, max_bytes // 2)
         # One copy of each remembered header set, shared by the verdicts of every key it asked
         # for: ten thousand keys asked for by one client hold one set, not ten thousand.
         self._header_sets: dict[HeaderSet, HeaderSet] = {}
@@ -219,20 +243,9 @@ class Front:
         raw_path = scope.get("raw_path")
         if raw_path is None or scope["query_string"]:
             return
-        # Emptied when a new one would not fit, so a flood of distinct paths or header sets
-        # cannot grow them; one already held is only refreshed (emptying then would make every
-        # path take the checked way again, and each of those would empty the verdicts in turn).
         names = len(key[0]) + len(key[1])
-        if raw_path not in self._served:
-            cost = SERVED_OVERHEAD + len(raw_path) + names
-            if (
-                len(self._served) >= self._max_paths
-                or self._served_bytes + cost > self._max_memo_bytes
-            ):
-                self._served.clear()
-                self._served_bytes = 0
-            self._served_bytes += cost
-        self._served[raw_path] = Served(key, self._clock() + TOUCH_SECONDS)
+        served = Served(key, self._clock() + TOUCH_SECONDS)
+        self._served.remember(raw_path, served, SERVED_OVERHEAD + len(raw_path) + names)
         headers = tuple(scope["headers"])
         if header_bytes(headers) > MAX_KNOWN_HEADER_SET_BYTES:
             return
@@ -242,20 +255,9 @@ class Front:
                 # Verdicts hold their sets: both go, so neither can grow past its bound.
                 self._header_sets.clear()
                 self._passed.clear()
-                self._passed_bytes = 0
             shared = self._header_sets[headers] = headers
-        verdict = (key, shared)
-        if verdict not in self._passed:
-            # The names too: a verdict keeps its key alive after the path memo is emptied.
-            cost = VERDICT_OVERHEAD + names
-            if (
-                len(self._passed) >= self._max_paths
-                or self._passed_bytes + cost > self._max_memo_bytes
-            ):
-                self._passed.clear()
-                self._passed_bytes = 0
-            self._passed_bytes += cost
-        self._passed[verdict] = (text, epoch, until)
+        # The names count too: a verdict keeps its key alive after the path memo is emptied.
+        self._passed.remember((key, shared), (text, epoch, until), VERDICT_OVERHEAD + names)
 
 
 def _wants_text(headers: list[tuple[bytes, bytes]]) -> bool:
