@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from service.emulator import Emulator
-from service.web.parameters import VARIABLES, quoted
+from service.names import SDK_VARIABLES
+from service.web.parameters import quoted
 from tests.conftest import Broker, make_settings
 from tests.envfiles import (
     ENVIRONMENT_D_GENERATOR,
@@ -76,7 +77,7 @@ async def test_text_answer_reads_alike_in_sh_and_systemd(broker: Broker, tmp_pat
     assert response.headers["cache-control"] == "no-store"
     text = response.text
     assert text.count("\n") == 5 and text.endswith("\n")
-    expected = {name: as_json[field] for field, name in VARIABLES.items()}
+    expected = {name: as_json[field] for field, name in SDK_VARIABLES.items()}
     for read in (
         sh_environment(text, tmp_path),
         sh_environment(text, tmp_path, how="eval"),

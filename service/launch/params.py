@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from service import names
 from service.launch.client import BadAnswer
 
-VARIABLES = names.SDK_VARIABLES
 # The canonical hyphenated form, which is what the broker (and the Agent) hand out.
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 URL_MAX = 2048
@@ -25,7 +24,7 @@ def environment(answer: dict[str, object], fleet_id: str, compute_name: str) -> 
     Messages name the field, never its value: the value may be the token.
     """
     values: dict[str, str] = {}
-    for field in VARIABLES:
+    for field in names.SDK_VARIABLES:
         value = answer.get(field)
         if field not in answer:
             raise BadAnswer(f"the broker's answer has no {field}")
@@ -45,7 +44,7 @@ def environment(answer: dict[str, object], fleet_id: str, compute_name: str) -> 
         raise BadAnswer("the broker's ProcessId is not a UUID")
     if not _is_websocket_url(values["WebSocketUrl"]):
         raise BadAnswer("the broker's WebSocketUrl is not a ws:// or wss:// URL")
-    return {VARIABLES[field]: value for field, value in values.items()}
+    return {names.SDK_VARIABLES[field]: value for field, value in values.items()}
 
 
 def _is_websocket_url(value: str) -> bool:

@@ -10,9 +10,8 @@ import orjson
 from service import errors
 from service.names import SDK_VARIABLES
 from service.tokens.token import Token
-from service.web.render import JSON_TYPE, NO_STORE, TEXT_TYPE, Headers, expiration_iso
+from service.web.render import JSON_TYPE, TEXT_TYPE, Headers, expiration_iso, response_start
 
-VARIABLES = SDK_VARIABLES
 # What may stand inside single quotes in both sh and systemd's EnvironmentFile=: anything but
 # the quote itself, and (ours) no control character, no $ (environment.d expands it) and no
 # backslash, so no reader can disagree about what the value is. Every value is checked before
@@ -47,14 +46,12 @@ def as_json(parameters: dict[str, str]) -> tuple[bytes, Headers]:
 
 def as_environment(parameters: dict[str, str]) -> tuple[bytes, Headers]:
     """NAME='value' lines, for `set -a; . FILE`, `eval`, or systemd's EnvironmentFile=."""
-    lines = [f"{name}={quoted(parameters[field])}\n" for field, name in VARIABLES.items()]
+    lines = [f"{name}={quoted(parameters[field])}\n" for field, name in SDK_VARIABLES.items()]
     body = "".join(lines).encode()
     return body, _headers(body, TEXT_TYPE)
 
 
 def _headers(body: bytes, content_type: str) -> Headers:
-    return [
-        (b"cache-control", NO_STORE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"content-type", content_type.encode()),
-    ]
+    # The token route's headers, in the same order and spelling.
+    headers: Headers = response_start(len(body), content_type)["headers"]
+    return headers
